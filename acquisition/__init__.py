@@ -1,0 +1,1 @@
+"""Camera backends (simulated, PySpin, replay), the camera node, recorder and ring buffer."""

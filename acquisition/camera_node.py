@@ -1,0 +1,273 @@
+"""The camera node: one per camera. Grabs, stamps, indexes and publishes every frame.
+
+Each frame gets its trigger index from its FrameID (``n = frame_id - first_frame_id``) and
+is checked against the pulse of that index on the Pi's clock through a running fit of camera
+time to pulse time. A frame more than half a period off its pulse is flagged ``FLAG_TIMING``
+(a skipped trigger or a miscount), never silently re-indexed. Gaps in FrameID and incomplete
+images are published as drop notices naming their trigger index, so every pulse is accounted
+for downstream: frames + drops == pulses.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rigstream import protocol
+from rigstream.acquisition.camera import Camera, CameraError, Frame
+from rigstream.config import CameraConfig, RigConfig
+from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
+from rigstream.sync.clock import LinearClockFit
+from rigstream.transport import ControlListener, Publisher, StatusReporter, subscriber
+
+logger = logging.getLogger(__name__)
+
+PULSE_TABLE = 1 << 16
+"""Recent pulses kept for stamping (655 s at 100 Hz): pulse n lives at n % PULSE_TABLE."""
+
+
+def make_camera(config: CameraConfig, rig: RigConfig, run: str, ctx: zmq.Context) -> Camera:
+    """The backend a camera's config names."""
+    if config.backend == "sim":
+        from rigstream.acquisition.sim_camera import SimCamera
+
+        return SimCamera(config, rig, run, ctx)
+    raise CameraError(
+        f"camera {config.name}: backend {config.backend!r} is not available in this build yet "
+        f"(available: sim)"
+    )
+
+
+class PulseTable:
+    """Pulse times by index, filled from the trigger daemon's pulse stream."""
+
+    def __init__(self, ctx: zmq.Context, address: str, where: str) -> None:
+        self.sock = subscriber(ctx, address, hwm=100_000)
+        self.t_pi_ns = np.full(PULSE_TABLE, -1, np.int64)
+        self.index = np.full(PULSE_TABLE, -1, np.int64)
+        self.count = 0
+        """Highest camera pulse index seen + 1."""
+        self.malformed = protocol.MalformedCounter(f"{where} pulses")
+
+    def drain(self, wait_ms: int = 0) -> None:
+        while self.sock.poll(wait_ms, zmq.POLLIN):
+            wait_ms = 0
+            try:
+                pulse = protocol.decode(self.sock.recv(), protocol.Pulse)
+            except protocol.ProtocolError as err:
+                self.malformed(err)
+                continue
+            if pulse.line != "camera" or pulse.index < 0:
+                continue
+            slot = pulse.index % PULSE_TABLE
+            self.t_pi_ns[slot] = pulse.t_pi_ns
+            self.index[slot] = pulse.index
+            self.count = max(self.count, pulse.index + 1)
+
+    def get(self, n: int) -> int:
+        """Pi time of pulse n, or -1 if it has not been received (or was overwritten)."""
+        slot = n % PULSE_TABLE
+        return int(self.t_pi_ns[slot]) if self.index[slot] == n else -1
+
+    def wait_for(self, n: int, timeout_ms: int) -> int:
+        t = self.get(n)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while t < 0 and (left := deadline - time.monotonic()) > 0:
+            self.drain(wait_ms=max(1, int(left * 1000)))
+            t = self.get(n)
+        return t
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class CameraNode:
+    def __init__(self, rig: RigConfig, camera: str, run: str, ctx: zmq.Context | None = None,
+                 status_address: str | None = None, expect_subscribers: int = 0) -> None:
+        self.rig = rig
+        self.config = rig.camera(camera)
+        self.run = run
+        self.ctx = ctx or zmq.Context.instance()
+        self.expect_subscribers = expect_subscribers
+        self.period_ns = rig.trigger.period_ns
+        self.camera = make_camera(self.config, rig, run, self.ctx)
+        self.pub = Publisher(self.ctx, rig.frames_address(camera, run), hwm=rig.transport.frame_hwm)
+        self.pulses = PulseTable(self.ctx, rig.address("pulses", run), f"camera {camera}")
+        self.status = StatusReporter(self.ctx, status_address, f"camera:{camera}")
+        self.control = ControlListener(self.ctx, status_address and rig.address("control", run),
+                                       f"camera {camera}")
+        self.fit = LinearClockFit()
+        self.seq = 0
+        self.first_frame_id = 0
+        """FrameID of pulse 0: cameras reset their frame counter when acquisition starts."""
+        self.last_frame_id = -1
+        self.last_index = -1
+        self.frames = 0
+        self.dropped: list[int] = []
+        self.flagged: list[int] = []
+        self.no_pulse = 0
+        self.max_offset_ns = 0
+        self._header = FrameHeader(camera=camera, seq=0, frame_id=0, trigger_index=0,
+                                   t_camera_ns=0, t_host_ns=0, width=self.config.width,
+                                   height=self.config.height, channels=self.config.channels)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
+        """Acquire until a stop command (or ``stop``), then account for every pulse and
+        publish end of stream. Returns the node's summary."""
+        stop = stop or threading.Event()
+        final_pulses: int | None = None
+        try:
+            self.camera.open()
+            self.camera.configure()
+            self.camera.start()
+            self._wait_ready(stop)
+            self.status.report("ready", **self.summary())
+            last_report = time.monotonic()
+            while not stop.is_set():
+                cmd = self.control.poll()
+                if cmd is not None and cmd.cmd == "stop":
+                    final_pulses = cmd.args.get("pulses")
+                    break
+                frame = self.camera.get_frame(0.05)
+                self.pulses.drain()
+                if frame is not None:
+                    self._handle(frame)
+                if time.monotonic() - last_report > 0.5:
+                    last_report = time.monotonic()
+                    self.status.report("running", **self.summary())
+            self._finish(final_pulses)
+            summary = self.summary()
+            self.status.report("done", **summary)
+            return summary
+        except Exception as exc:
+            logger.exception("camera %s failed", self.config.name)
+            self.status.report("error", error=f"{type(exc).__name__}: {exc}", **self.summary())
+            raise
+        finally:
+            self.close()
+
+    def _wait_ready(self, stop: threading.Event) -> None:
+        """Wait until the expected consumers (and, for a simulated primary, the secondaries on
+        its strobe) have subscribed, so no frame is published into the void."""
+        secondaries = sum(1 for c in self.rig.cameras if c.role == "secondary"
+                          and c.backend == "sim")
+        want_strobe = secondaries if (self.config.role == "primary"
+                                      and self.config.backend == "sim") else 0
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            subs = self.pub.poll_subscriptions(50)
+            strobe = getattr(self.camera, "strobe_subscribers", 0)
+            if subs >= self.expect_subscribers and strobe >= want_strobe:
+                return
+        if not stop.is_set():
+            logger.warning("camera %s: started with %d of %d consumers subscribed",
+                           self.config.name, self.pub.subscribers, self.expect_subscribers)
+
+    def _finish(self, final_pulses: int | None) -> None:
+        """Drain what the camera still holds, report the pulses no frame came for, end."""
+        self.pulses.drain(wait_ms=20)
+        total = final_pulses if final_pulses is not None else self.pulses.count
+        stall = self.config.faults.stall_s if self.config.faults.stall_at_s is not None else 0
+        deadline = time.monotonic() + 2.0 + stall
+        while self.last_index < total - 1 and time.monotonic() < deadline:
+            frame = self.camera.get_frame(0.05)
+            if frame is not None:
+                self._handle(frame)
+        for n in range(self.last_index + 1, total):
+            self._notice(n, frame_id=self.first_frame_id + n, flags=FLAG_DROPPED)
+        self._notice(max(total - 1, self.last_index), frame_id=self.last_frame_id, flags=FLAG_EOS)
+
+    def close(self) -> None:
+        self.camera.close()
+        for part in (self.pub, self.pulses, self.status, self.control):
+            part.close()
+
+    # -- per frame ---------------------------------------------------------------------------
+
+    def _handle(self, frame: Frame) -> None:
+        for missing_id in range(max(self.last_frame_id + 1, self.first_frame_id), frame.frame_id):
+            self._notice(missing_id - self.first_frame_id, missing_id, FLAG_DROPPED)
+        self.last_frame_id = frame.frame_id
+        n = frame.frame_id - self.first_frame_id
+        self.last_index = n
+        if frame.incomplete or frame.pixels is None:
+            self._notice(n, frame.frame_id, FLAG_DROPPED | FLAG_INCOMPLETE,
+                         t_camera_ns=frame.t_camera_ns, truth_index=frame.truth_index)
+            frame.release()
+            return
+        t_host_ns = time.monotonic_ns()
+        flags = 0
+        t_pi_ns = self.pulses.wait_for(n, timeout_ms=20)
+        if t_pi_ns < 0:
+            self.no_pulse += 1
+        elif self.fit.n == 0:
+            self.fit.add(frame.t_camera_ns, t_pi_ns)
+        else:
+            offset = self.fit.predict(frame.t_camera_ns) - t_pi_ns
+            if abs(offset) > self.period_ns // 2:
+                flags |= FLAG_TIMING
+                self.flagged.append(n)
+                if len(self.flagged) <= 5:
+                    logger.warning(
+                        "camera %s: frame %d (trigger %d) is %.2f ms off its pulse "
+                        "(half a period is %.2f ms): flagged", self.config.name,
+                        frame.frame_id, n, offset / 1e6, self.period_ns / 2e6)
+            else:
+                self.max_offset_ns = max(self.max_offset_ns, abs(offset))
+                self.fit.add(frame.t_camera_ns, t_pi_ns)
+        h = self._header
+        h.seq, h.frame_id, h.trigger_index = self.seq, frame.frame_id, n
+        h.t_camera_ns, h.t_host_ns, h.t_pi_ns = frame.t_camera_ns, t_host_ns, t_pi_ns
+        h.exposure_us, h.flags, h.truth_index = frame.exposure_us, flags, frame.truth_index
+        assert frame.pixels is not None
+        tracker = protocol.send_frame(self.pub.sock, h, frame.pixels, track=True)
+        frame.release(tracker)
+        self.seq += 1
+        self.frames += 1
+
+    def _notice(self, n: int, frame_id: int, flags: int, t_camera_ns: int = -1,
+                truth_index: int = -1) -> None:
+        if flags & FLAG_DROPPED:
+            self.dropped.append(n)
+        h = FrameHeader(camera=self.config.name, seq=self.seq, frame_id=frame_id,
+                        trigger_index=n, t_camera_ns=t_camera_ns,
+                        t_host_ns=time.monotonic_ns(), t_pi_ns=self.pulses.get(n) if n >= 0 else -1,
+                        width=self.config.width, height=self.config.height,
+                        channels=self.config.channels, flags=flags, truth_index=truth_index)
+        protocol.send_frame(self.pub.sock, h, None)
+        self.seq += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "dropped": len(self.dropped),
+            "dropped_indices": self.dropped[-1000:],
+            "flagged": len(self.flagged),
+            "no_pulse": self.no_pulse,
+            "pulses_seen": self.pulses.count,
+            "last_index": self.last_index,
+            "clock_drift_ppm": round(self.fit.drift_ppm, 3),
+            "clock_residual_us": round(self.fit.residual_rms_ns / 1e3, 3),
+            "max_offset_us": round(self.max_offset_ns / 1e3, 3),
+            "malformed_pulses": self.pulses.malformed.total,
+            "camera": self.camera.stats(),
+        }
+
+
+def run_camera(rig: RigConfig, camera: str, run: str, status_address: str | None = None,
+               expect_subscribers: int = 0) -> dict[str, Any]:
+    """Run one camera node until stopped (SIGINT/SIGTERM or the supervisor's stop)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = CameraNode(rig, camera, run, status_address=status_address,
+                      expect_subscribers=expect_subscribers)
+    return node.run_forever(stop)

@@ -1,0 +1,223 @@
+"""The simulated camera: the twin of a hardware-triggered FLIR camera.
+
+It listens to a simulated electrical line (the Pi's trigger for the primary, the primary's
+strobe for secondaries), exposes one frame per rising edge, drives its own strobe line, and
+renders the simulated animal at the pulse's time through its calibrated virtual camera. A
+thread plays the camera's hardware (exposure, strobe, stream buffers); ``get_frame`` is the
+host taking the oldest buffered image, as Spinnaker's OldestFirst mode does.
+
+Fault injection (``CameraConfig.faults``): frames lost in transport (FrameID advances),
+incomplete frames, missed triggers, timestamp jitter, and a transport stall during which
+frames queue in the stream buffers (overflow is dropped).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rigstream import protocol
+from rigstream.acquisition import sim_world
+from rigstream.acquisition.camera import BufferPool, Camera, Frame
+from rigstream.config import CameraConfig, RigConfig
+from rigstream.transport import Publisher, subscriber
+
+logger = logging.getLogger(__name__)
+
+STROBE_LATENCY_NS = 1_000
+"""Delay from the primary's trigger edge to its strobe edge (exposure start)."""
+TRIGGER_LATENCY_NS = 2_000
+"""Delay from a trigger edge to exposure start."""
+
+
+def trigger_line(rig: RigConfig, camera: CameraConfig) -> str:
+    """The simulated line a camera is triggered by."""
+    return "trigger" if camera.role == "primary" else f"strobe-{rig.primary.name}"
+
+
+def rig_cameras(rig: RigConfig) -> dict[str, sim_world.VirtualCamera]:
+    """Virtual cameras of the simulated rig, one per camera, placed around the arena."""
+    names = [c.name for c in rig.cameras]
+    out = {}
+    for cam in rig.cameras:
+        ring = sim_world.ring_of_cameras(names, cam.width, cam.height)
+        out[cam.name] = ring[names.index(cam.name)]
+    return out
+
+
+class SimCamera(Camera):
+    def __init__(self, config: CameraConfig, rig: RigConfig, run: str,
+                 ctx: zmq.Context | None = None) -> None:
+        super().__init__(config)
+        self.rig = rig
+        self.run = run
+        self._ctx = ctx or zmq.Context.instance()
+        index = [c.name for c in rig.cameras].index(config.name)
+        self._rng = np.random.default_rng((config.faults.seed, index))
+        # A camera clock of its own: starts near zero at open, runs slightly fast or slow.
+        self._drift = 1 + (index - 0.5) * 20e-6
+        self._t_open_ns = 0
+        self._motion = sim_world.AnimalMotion()
+        self._view = rig_cameras(rig)[config.name]
+        self._renderer: sim_world.ViewRenderer | None = None
+        self._sub: zmq.Socket | None = None
+        self._strobe: Publisher | None = None
+        self._pool: BufferPool | None = None
+        self._buffers: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._frame_id = -1
+        self._t_first_ns: int | None = None
+        self.counts = collections.Counter[str]()
+
+    # -- what the node sees ---------------------------------------------------------------
+
+    @property
+    def strobe_subscribers(self) -> int:
+        return self._strobe.poll_subscriptions() if self._strobe is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.counts)
+
+    def _do_open(self) -> None:
+        line = trigger_line(self.rig, self.config)
+        self._sub = subscriber(self._ctx, self.rig.address("sim_lines", self.run, line=line),
+                               hwm=100_000)
+        if self.config.role == "primary":
+            strobe = f"strobe-{self.config.name}"
+            self._strobe = Publisher(self._ctx, self.rig.address("sim_lines", self.run,
+                                                                 line=strobe), hwm=100_000)
+        self._renderer = sim_world.ViewRenderer(self._view, channels=self.config.channels)
+        self._t_open_ns = time.monotonic_ns()
+
+    def _do_configure(self) -> None:
+        shape: tuple[int, ...] = (self.config.height, self.config.width)
+        if self.config.channels == 3:
+            shape = (*shape, 3)
+        self._pool = BufferPool(shape, self.config.buffer_count + 16)
+
+    def _do_start(self) -> None:
+        self._frame_id = -1
+        self._running.set()
+        self._thread = threading.Thread(target=self._hardware, name=f"sim-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _do_get_frame(self, timeout_s: float) -> Frame | None:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                stalled_until = self._stalled_until()
+                if self._buffers and stalled_until is None:
+                    return self._buffers.popleft()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if stalled_until is not None:
+                    left = min(left, max(stalled_until - time.monotonic(), 0.0))
+                self._cond.wait(left)
+
+    def _do_stop(self) -> None:
+        self._running.clear()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _do_close(self) -> None:
+        for sock in (self._sub, self._strobe):
+            if sock is not None:
+                sock.close()
+        self._sub = self._strobe = None
+        with self._cond:
+            self._buffers.clear()
+
+    # -- the camera's hardware -------------------------------------------------------------
+
+    def _stalled_until(self) -> float | None:
+        faults = self.config.faults
+        if faults.stall_at_s is None or self._t_first_ns is None or faults.stall_s <= 0:
+            return None
+        start = self._t_first_ns / 1e9 + faults.stall_at_s
+        end = start + faults.stall_s
+        now = time.monotonic()
+        return end if start <= now < end else None
+
+    def _camera_clock(self, t_ns: int) -> int:
+        t = (t_ns - self._t_open_ns) * self._drift
+        if self.config.faults.jitter_us:
+            t += self._rng.normal(0.0, self.config.faults.jitter_us * 1e3)
+        return int(t)
+
+    def _hardware(self) -> None:
+        assert self._sub is not None
+        poller = zmq.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        while self._running.is_set():
+            if not poller.poll(50):
+                continue
+            try:
+                edge = protocol.decode(self._sub.recv(), protocol.Edge)
+            except protocol.ProtocolError as err:
+                logger.warning("camera %s: bad edge on trigger line: %s", self.name, err)
+                continue
+            if edge.level:
+                self._expose(edge)
+
+    def _expose(self, edge: protocol.Edge) -> None:
+        faults = self.config.faults
+        if faults.skip_trigger_rate and self._rng.random() < faults.skip_trigger_rate:
+            self.counts["triggers_missed"] += 1
+            return
+        self._frame_id += 1
+        t_exposure_ns = edge.t_ns + TRIGGER_LATENCY_NS
+        if self._strobe is not None:
+            self._strobe.poll_subscriptions()
+            self._strobe.send(protocol.Edge(line=f"strobe-{self.name}", level=1,
+                                            t_ns=t_exposure_ns + STROBE_LATENCY_NS,
+                                            truth_index=edge.truth_index))
+            self._strobe.send(protocol.Edge(line=f"strobe-{self.name}", level=0,
+                                            t_ns=t_exposure_ns + self.config.exposure_us * 1000,
+                                            truth_index=edge.truth_index))
+        if self._t_first_ns is None:
+            self._t_first_ns = time.monotonic_ns()
+        self.counts["exposed"] += 1
+        frame = Frame(frame_id=self._frame_id, t_camera_ns=self._camera_clock(t_exposure_ns),
+                      pixels=None, exposure_us=float(self.config.exposure_us),
+                      truth_index=edge.truth_index)
+        if faults.drop_rate and self._rng.random() < faults.drop_rate:
+            self.counts["dropped_injected"] += 1
+            return
+        if faults.incomplete_rate and self._rng.random() < faults.incomplete_rate:
+            self.counts["incomplete_injected"] += 1
+            frame.incomplete = True
+        else:
+            assert self._pool is not None and self._renderer is not None
+            pixels = self._pool.acquire()
+            self._renderer.render(self._motion.pose_at(edge.truth_index / self.rig.trigger.rate_hz),
+                                  pixels)
+            frame.pixels = pixels
+            frame._pool = self._pool
+        with self._cond:
+            if len(self._buffers) >= self.config.buffer_count:
+                self.counts["buffer_overflow"] += 1
+                frame.release()
+                return
+            self._buffers.append(frame)
+            self._cond.notify()
+
+
+def render_truth(rig: RigConfig, camera: str, trigger_index: int) -> np.ndarray:
+    """The image the simulated camera renders for a pulse (for checking recordings)."""
+    cam = rig.camera(camera)
+    renderer = sim_world.ViewRenderer(rig_cameras(rig)[camera], channels=cam.channels)
+    shape: tuple[int, ...] = (cam.height, cam.width) + ((3,) if cam.channels == 3 else ())
+    out = np.zeros(shape, np.uint8)
+    renderer.render(sim_world.AnimalMotion().pose_at(trigger_index / rig.trigger.rate_hz), out)
+    return out

@@ -1,0 +1,123 @@
+"""Video files through PyAV (FFmpeg): one Matroska file per camera.
+
+Matroska is written incrementally, so a session killed mid-way leaves a file that plays up
+to its last written cluster (an MP4 without its index would not open at all).
+
+Codecs: ``ffv1`` (lossless, compressed), ``raw`` (lossless, uncompressed, fastest),
+``h264_lossless`` (libx264 at qp 0), ``h264`` (lossy, ``crf``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+LOSSLESS = frozenset({"ffv1", "raw", "h264_lossless"})
+
+
+def _codec_settings(codec: str, channels: int, crf: int) -> tuple[str, str, dict[str, str]]:
+    """(FFmpeg encoder, pixel format, options) for a rig file's codec name."""
+    mono = channels == 1
+    if codec == "ffv1":
+        return "ffv1", "gray" if mono else "bgr0", {"slices": "4", "slicecrc": "1"}
+    if codec == "raw":
+        return "rawvideo", "gray" if mono else "rgb24", {}
+    if codec == "h264_lossless":
+        if mono:  # the image goes in as the luma plane, untouched (see VideoWriter.write)
+            return "libx264", "yuv420p", {"qp": "0", "preset": "ultrafast"}
+        return "libx264rgb", "rgb24", {"qp": "0", "preset": "ultrafast"}
+    if codec == "h264":
+        return "libx264", "yuv420p", {"crf": str(crf), "preset": "veryfast"}
+    raise ValueError(f"unknown codec {codec!r} (expected ffv1, raw, h264_lossless or h264)")
+
+
+class VideoWriter:
+    """Writes frames of one camera, in order, to ``path`` (.mkv)."""
+
+    def __init__(self, path: str | Path, width: int, height: int, channels: int, codec: str,
+                 rate_hz: float, crf: int = 18, threads: int = 0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        encoder, pix_fmt, options = _codec_settings(codec, channels, crf)
+        self.channels = channels
+        self._in_format = "gray" if channels == 1 else "rgb24"
+        self._luma_only = channels == 1 and pix_fmt == "yuv420p"
+        self._size = (width, height)
+        self._container = av.open(str(self.path), mode="w", format="matroska")
+        rate = Fraction(rate_hz).limit_denominator(1000)
+        self._stream = self._container.add_stream(encoder, rate=rate)
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = pix_fmt
+        self._stream.options = options
+        self._stream.time_base = Fraction(1, 1) / rate
+        if threads:
+            self._stream.codec_context.thread_count = threads
+        self.frames_written = 0
+        self._closed = False
+
+    def write(self, pixels: np.ndarray) -> int:
+        """Encode one frame; returns its index in the file."""
+        if self._luma_only:
+            # Gray pixels become the Y plane as they are (chroma neutral): a gray -> YUV
+            # conversion would squeeze them into video range and lose the lossless round trip.
+            frame = av.VideoFrame(*self._size, "yuv420p")
+            y, u, v = frame.planes
+            _plane(y)[:, : self._size[0]] = pixels
+            _plane(u)[:] = 128
+            _plane(v)[:] = 128
+        else:
+            frame = av.VideoFrame.from_ndarray(pixels, format=self._in_format)
+        frame.pts = self.frames_written
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+        return self.frames_written - 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A writable (height, line_size) view of one plane of a frame."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+
+
+def read_frames(path: str | Path, gray: bool = True) -> Iterator[np.ndarray]:
+    """Decode every frame of a video: (H, W) uint8 if ``gray`` else (H, W, 3) RGB.
+
+    For YUV video read as gray, the luma plane is returned as stored (no range conversion),
+    so gray recordings round-trip exactly.
+    """
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if gray and frame.format.name.startswith("yuv"):
+                yield _plane(frame.planes[0])[:, : frame.width].copy()
+            else:
+                yield frame.to_ndarray(format="gray" if gray else "rgb24")
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames that really decode (not the container's claim)."""
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))

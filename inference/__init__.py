@@ -1,0 +1,1 @@
+"""Pose models, engines, calibration and triangulation (arrives with the pose engine issue)."""

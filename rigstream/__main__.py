@@ -1,0 +1,5 @@
+import sys
+
+from rigstream.cli import main
+
+sys.exit(main())

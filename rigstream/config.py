@@ -1,0 +1,281 @@
+"""The rig file: one YAML document decoded into strict, typed models.
+
+Unknown keys and bad values are errors that name the key path
+(``rig.yaml: cameras[1].exposure_us: expected an integer >= 1, got -5``); raw dicts never
+travel inward. Units are in the field names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
+
+
+class ConfigError(ValueError):
+    """A rig file that cannot be used; the message names the file and the key path."""
+
+
+class _Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class FaultConfig(_Model, kw_only=True):
+    """Fault injection for the simulated camera (ignored by real backends)."""
+
+    drop_rate: Probability = 0.0
+    """Share of frames lost in transport after exposure (FrameID still advances)."""
+    incomplete_rate: Probability = 0.0
+    """Share of frames delivered incomplete (counted as drops, as Spinnaker reports them)."""
+    skip_trigger_rate: Probability = 0.0
+    """Share of trigger edges the camera misses (no exposure, no strobe, FrameID not advanced)."""
+    jitter_us: NonNegFloat = 0.0
+    """Standard deviation of the camera timestamp's jitter."""
+    stall_at_s: NonNegFloat | None = None
+    """Seconds after the first frame at which the camera's transport stalls."""
+    stall_s: NonNegFloat = 0.0
+    """How long the stall lasts; frames exposed meanwhile queue in the stream buffers."""
+    seed: int = 0
+
+
+class CameraConfig(_Model, kw_only=True):
+    name: Name
+    serial: str = ""
+    role: Literal["primary", "secondary"]
+    backend: Literal["sim", "pyspin", "replay"] = "sim"
+    width: PositiveInt
+    height: PositiveInt
+    pixel_format: Literal["mono8", "rgb8"] = "mono8"
+    exposure_us: PositiveInt = 1000
+    buffer_count: PositiveInt = 64
+    """Stream buffers between the camera and the host (frames beyond them are dropped)."""
+    address: str | None = None
+    """Where this camera's node publishes frames; default: transport.frames with {camera}."""
+    faults: FaultConfig = FaultConfig()
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.pixel_format == "rgb8" else 1
+
+
+class SyncLineConfig(_Model, kw_only=True):
+    """Random-interval pulses into the neural recorder's digital input (as pyControl's Rsync)."""
+
+    enabled: bool = True
+    pin: NonNegInt = 23
+    min_interval_s: PositiveFloat = 0.1
+    max_interval_s: PositiveFloat = 1.0
+    pulse_width_ms: PositiveFloat = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_interval_s < self.min_interval_s:
+            raise ValueError(
+                f"max_interval_s ({self.max_interval_s}) must be >= min_interval_s "
+                f"({self.min_interval_s})"
+            )
+        if self.pulse_width_ms / 1000 >= self.min_interval_s:
+            raise ValueError(
+                f"pulse_width_ms ({self.pulse_width_ms}) must be shorter than min_interval_s"
+            )
+
+
+class TriggerConfig(_Model, kw_only=True):
+    rate_hz: PositiveFloat
+    backend: Literal["sim", "rpigpio"] = "sim"
+    camera_pin: NonNegInt = 18
+    """BCM pin driving the primary camera's trigger input."""
+    ttl_pin: NonNegInt = 24
+    """BCM pin for closed-loop TTL outputs."""
+    pulse_width_us: PositiveFloat = 100.0
+
+    def __post_init__(self) -> None:
+        if self.pulse_width_us * 1e-6 >= 1.0 / self.rate_hz:
+            raise ValueError(
+                f"pulse_width_us ({self.pulse_width_us}) must be shorter than the trigger period "
+                f"({1e6 / self.rate_hz:.1f} us at {self.rate_hz} Hz)"
+            )
+
+    @property
+    def period_ns(self) -> int:
+        return round(1e9 / self.rate_hz)
+
+
+class RingBufferConfig(_Model, kw_only=True):
+    pre_s: NonNegFloat = 2.0
+    post_s: NonNegFloat = 1.0
+    margin_s: NonNegFloat = 1.0
+    """Extra history kept so clip writing can lag behind acquisition."""
+
+
+class RecordingConfig(_Model, kw_only=True):
+    folder: str = "sessions"
+    codec: Literal["ffv1", "h264", "h264_lossless", "raw"] = "h264_lossless"
+    """ffv1 and h264_lossless and raw are lossless; h264 is lossy (crf)."""
+    crf: Annotated[int, msgspec.Meta(ge=0, le=51)] = 18
+    flush_interval_s: PositiveFloat = 1.0
+
+
+class TransportConfig(_Model, kw_only=True):
+    """ZeroMQ addresses. ``{run}`` is the session's runtime folder (ipc sockets live there);
+    ``{camera}`` is a camera's name. tcp:// addresses let components run on other hosts."""
+
+    pulses: str = "ipc://{run}/pulses"
+    trigger_control: str = "ipc://{run}/trigger-control"
+    frames: str = "ipc://{run}/frames-{camera}"
+    framesets: str = "ipc://{run}/framesets"
+    events: str = "ipc://{run}/events"
+    control: str = "ipc://{run}/control"
+    status: str = "ipc://{run}/status"
+    sim_lines: str = "ipc://{run}/line-{line}"
+    """Simulated electrical lines (trigger, strobes) between the sim pin backend and cameras."""
+    frame_hwm: PositiveInt = 2000
+    """Frames queued per subscriber before ZeroMQ drops (drops show up as sequence gaps)."""
+    frameset_deadline_ms: PositiveFloat = 500.0
+    """How long the assembler waits for a late camera before emitting an incomplete set."""
+
+
+class RigConfig(_Model, kw_only=True):
+    name: str = "rig"
+    cameras: list[CameraConfig]
+    trigger: TriggerConfig
+    sync_line: SyncLineConfig = SyncLineConfig()
+    ring_buffer: RingBufferConfig = RingBufferConfig()
+    recording: RecordingConfig = RecordingConfig()
+    transport: TransportConfig = TransportConfig()
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ValueError("at least one camera is required")
+        names = [c.name for c in self.cameras]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"camera names must be unique, repeated: {', '.join(dup)}")
+        primaries = [c.name for c in self.cameras if c.role == "primary"]
+        if len(primaries) != 1:
+            secondaries = [c.name for c in self.cameras if c.role == "secondary"]
+            if not primaries:
+                raise ValueError(
+                    f"exactly one camera must have role primary; found none "
+                    f"(secondaries {', '.join(secondaries)} need a primary's strobe)"
+                )
+            raise ValueError(f"exactly one primary camera allowed, found {', '.join(primaries)}")
+        for cam in self.cameras:
+            if cam.exposure_us * 1000 >= self.trigger.period_ns:
+                raise ValueError(
+                    f"camera {cam.name}: exposure_us ({cam.exposure_us}) must be shorter than "
+                    f"the trigger period ({self.trigger.period_ns / 1000:.0f} us)"
+                )
+
+    @property
+    def primary(self) -> CameraConfig:
+        return next(c for c in self.cameras if c.role == "primary")
+
+    def camera(self, name: str) -> CameraConfig:
+        for cam in self.cameras:
+            if cam.name == name:
+                return cam
+        raise ConfigError(
+            f"no camera named {name!r} in rig {self.name!r} "
+            f"(cameras: {', '.join(c.name for c in self.cameras)})"
+        )
+
+    def frames_address(self, camera: str, run: str) -> str:
+        cam = self.camera(camera)
+        template = cam.address or self.transport.frames
+        return template.format(run=run, camera=camera)
+
+    def address(self, key: str, run: str, **fields: str) -> str:
+        template: str = getattr(self.transport, key)
+        return template.format(run=run, **fields)
+
+    def frames_per(self, seconds: float) -> int:
+        """Trigger indices in ``seconds`` at the rig's trigger rate."""
+        return math.ceil(round(seconds * self.trigger.rate_hz, 6))
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<path>[^`]*)`)?")
+_AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"Object missing required field `(?P<key>[^`]+)`(?: - at `\$(?P<path>[^`]*)`)?")
+
+
+def _format_error(err: msgspec.ValidationError, source: str) -> str:
+    text = str(err)
+    if m := _UNKNOWN.match(text):
+        path = ((m["path"] or "").lstrip(".") + "." + m["key"]).lstrip(".")
+        return f"{source}: {path}: unknown key"
+    if m := _MISSING.match(text):
+        path = ((m["path"] or "").lstrip(".") + "." + m["key"]).lstrip(".")
+        return f"{source}: {path}: required key is missing"
+    if m := _AT.match(text):
+        msg = m["msg"]
+        msg = re.sub(r"^Expected `(\w+)`", lambda g: f"expected {g[1]}", msg)
+        return f"{source}: {m['path'].lstrip('.') or '(top level)'}: {msg}"
+    return f"{source}: {text}"
+
+
+def _bad_value_detail(doc: object, path: str) -> str:
+    """The offending value at a dotted/indexed path, for 'got ...' in messages."""
+    node = doc
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        try:
+            node = node[int(part[1:-1])] if part.startswith("[") else node[part]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return ""
+    return f", got {node!r}"
+
+
+def parse_rig(text: str | bytes, source: str = "<rig>") -> RigConfig:
+    """Decode a rig file's YAML text; raises ConfigError with one clear line."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
+    try:
+        return msgspec.convert(doc, type=RigConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        message = _format_error(exc, source)
+        m = _AT.match(str(exc))
+        if m and "got" not in message and "unknown key" not in message and "missing" not in message:
+            message += _bad_value_detail(doc, m["path"].lstrip("."))
+        raise ConfigError(message) from None
+
+
+def load_rig(path: str | Path | None = None) -> RigConfig:
+    """Load a rig file; ``None`` gives the embedded default (the simulated rig)."""
+    if path is None:
+        text = resources.files("rigstream").joinpath("rigs/sim.yaml").read_text()
+        return parse_rig(text, "sim.yaml (embedded default)")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read rig file: {exc.strerror}") from None
+    return parse_rig(text, str(p))
+
+
+def with_overrides(rig: RigConfig, **changes: object) -> RigConfig:
+    """A copy of ``rig`` with top-level fields replaced (re-validated)."""
+    doc = msgspec.to_builtins(rig)
+    doc.update({k: msgspec.to_builtins(v) for k, v in changes.items()})
+    try:
+        return msgspec.convert(doc, type=RigConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_format_error(exc, "overrides")) from None

@@ -1,0 +1,93 @@
+"""Receiving camera frame streams: the part every lossless consumer shares.
+
+A :class:`FrameReceiver` subscribes to the camera nodes of a rig, decodes [header, pixels]
+without copying, rejects malformed messages (logged and counted, never fatal), detects gaps
+in each camera's sequence numbers (frames lost between node and consumer) and knows when
+every camera has ended its stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rigstream import protocol
+from rigstream.config import RigConfig
+from rigstream.protocol import FLAG_EOS, FrameHeader
+from rigstream.transport import subscriber
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Received:
+    header: FrameHeader
+    pixels: np.ndarray | None
+    """(height, width[, 3]) view into ``parts[1]``; None for drop and end-of-stream notices."""
+    parts: list[Any]
+    """The raw zmq frames (keep them to forward the pixels without a copy)."""
+
+
+class FrameReceiver:
+    def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context, where: str,
+                 cameras: list[str] | None = None) -> None:
+        self.cameras = cameras or [c.name for c in rig.cameras]
+        self.where = where
+        addresses = [rig.frames_address(c, run) for c in self.cameras]
+        self.sock = subscriber(ctx, addresses, hwm=rig.transport.frame_hwm)
+        self.malformed = protocol.MalformedCounter(where)
+        self.next_seq: dict[str, int] = {}
+        self.seq_gaps: Counter[str] = Counter()
+        """Messages lost between the camera nodes and this consumer, per camera."""
+        self.seq_restarts: Counter[str] = Counter()
+        self.ended: set[str] = set()
+        self.unknown_cameras: Counter[str] = Counter()
+
+    @property
+    def all_ended(self) -> bool:
+        return self.ended.issuperset(self.cameras)
+
+    def recv(self, timeout_ms: int) -> Received | None:
+        """The next valid message, or None when nothing valid came within the timeout."""
+        while self.sock.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            parts = self.sock.recv_multipart(copy=False)
+            try:
+                header, pixels = protocol.decode_frame_parts(parts)
+            except protocol.ProtocolError as err:
+                self.malformed(err)
+                continue
+            if header.camera not in self.cameras:
+                self.unknown_cameras[header.camera] += 1
+                self.malformed(protocol.ProtocolError(
+                    "unknown-camera", f"camera {header.camera!r} is not in this rig"))
+                continue
+            expected = self.next_seq.get(header.camera)
+            if expected is not None and header.seq != expected:
+                if header.seq > expected:
+                    self.seq_gaps[header.camera] += header.seq - expected
+                    logger.warning("%s: %d message(s) from camera %s lost in transport "
+                                   "(seq %d -> %d)", self.where, header.seq - expected,
+                                   header.camera, expected - 1, header.seq)
+                else:
+                    self.seq_restarts[header.camera] += 1
+                    logger.warning("%s: camera %s sequence restarted (seq %d after %d): "
+                                   "node restarted?", self.where, header.camera, header.seq,
+                                   expected - 1)
+            self.next_seq[header.camera] = header.seq + 1
+            if header.flags & FLAG_EOS:
+                self.ended.add(header.camera)
+            return Received(header, pixels, parts)
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {"malformed": self.malformed.as_dict(), "seq_gaps": dict(self.seq_gaps),
+                "seq_restarts": dict(self.seq_restarts)}
+
+    def close(self) -> None:
+        self.sock.close()

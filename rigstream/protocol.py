@@ -1,0 +1,269 @@
+"""Wire protocol: MessagePack messages with versioned, typed schemas validated on decode.
+
+Every message is a map with ``type`` (the schema) and ``v`` (its version). Frames travel as
+multipart ``[header, pixels]``: the header is a :class:`FrameHeader`, the pixels are the raw
+buffer, sent and received without copying. A header alone (one part) is a notice: a dropped
+frame (``FLAG_DROPPED``) or the end of a camera's stream (``FLAG_EOS``).
+
+A receiver that gets something it cannot decode raises :class:`ProtocolError` with the reason;
+:class:`MalformedCounter` logs and counts it so the receiver keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+FLAG_DROPPED = 1
+"""No pixels: the frame was lost in transport or arrived incomplete."""
+FLAG_INCOMPLETE = 2
+"""The camera delivered the image incomplete (always with FLAG_DROPPED)."""
+FLAG_TIMING = 4
+"""The frame's timestamp disagrees with its pulse by more than half a period."""
+FLAG_EOS = 8
+"""End of this camera's stream: no frames follow."""
+
+FLAG_NAMES = {FLAG_DROPPED: "dropped", FLAG_INCOMPLETE: "incomplete", FLAG_TIMING: "timing",
+              FLAG_EOS: "eos"}
+
+
+def flag_names(flags: int) -> str:
+    return "|".join(name for bit, name in FLAG_NAMES.items() if flags & bit)
+
+
+class ProtocolError(ValueError):
+    """A message that does not decode to a known schema; ``reason`` is a short category."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    v: int = PROTOCOL_VERSION
+
+
+class Pulse(_Message, tag="pulse", kw_only=True):
+    """One trigger pulse sent by the Pi; ``index`` counts from 0 at session start."""
+
+    index: int
+    t_pi_ns: int
+    """Rising edge on the Pi's monotonic clock."""
+    line: str = "camera"
+    """Which output: ``camera`` (the camera trigger) or ``sync`` (the neural sync line)."""
+
+
+class Edge(_Message, tag="edge", kw_only=True):
+    """A level change on a simulated electrical line (sim pin backend, camera strobes)."""
+
+    line: str
+    level: int
+    t_ns: int
+    truth_index: int = -1
+    """Simulation only: the pulse this edge stems from (a real wire carries no index)."""
+
+
+class FrameHeader(_Message, tag="frame", kw_only=True):
+    camera: str
+    seq: int
+    """Publisher sequence number: a gap means frames were lost between node and consumer."""
+    frame_id: int
+    """The camera's own frame counter (chunk data FrameID)."""
+    trigger_index: int
+    """Pulse index n this frame belongs to, derived from frame_id."""
+    t_camera_ns: int
+    t_host_ns: int
+    t_pi_ns: int = -1
+    """Time of pulse ``trigger_index`` on the Pi's clock; -1 if the pulse was not received."""
+    width: int
+    height: int
+    channels: int = 1
+    dtype: Literal["uint8", "uint16"] = "uint8"
+    exposure_us: float = 0.0
+    flags: int = 0
+    truth_index: int = -1
+    """Simulation only: the pulse the simulated camera really exposed on."""
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * self.channels * np.dtype(self.dtype).itemsize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.channels == 1:
+            return (self.height, self.width)
+        return (self.height, self.width, self.channels)
+
+
+class FrameSetHeader(_Message, tag="frameset", kw_only=True):
+    """First part of a frame set; one [FrameHeader, pixels] pair per present camera follows."""
+
+    seq: int
+    trigger_index: int
+    t_pi_ns: int
+    cameras: list[str]
+    missing: list[str] = []
+
+
+class Event(_Message, tag="event", kw_only=True):
+    """Something happened that may call for a clip: a rule, the CLI, a schedule."""
+
+    name: str
+    source: str = ""
+    trigger_index: int | None = None
+    t_pi_ns: int | None = None
+    t_host_ns: int = 0
+    data: dict[str, Any] = {}
+
+
+class Command(_Message, tag="command", kw_only=True):
+    cmd: str
+    args: dict[str, Any] = {}
+
+
+class Reply(_Message, tag="reply", kw_only=True):
+    ok: bool
+    error: str = ""
+    data: dict[str, Any] = {}
+
+
+class Status(_Message, tag="status", kw_only=True):
+    """A component's state and counters, pushed to the session's supervisor."""
+
+    component: str
+    state: Literal["ready", "running", "done", "error"]
+    t_host_ns: int = 0
+    stats: dict[str, Any] = {}
+
+
+AnyMessage = Pulse | Edge | FrameHeader | FrameSetHeader | Event | Command | Reply | Status
+
+
+class _Envelope(msgspec.Struct):
+    type: str = "?"
+    v: int = -1
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyMessage)
+_envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
+_KNOWN_TYPES = {"pulse", "edge", "frame", "frameset", "event", "command", "reply", "status"}
+
+
+def encode(msg: _Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(buf: bytes | memoryview, expected: type[Any] | tuple[type[Any], ...] | None = None) -> Any:
+    """Decode one message; raises ProtocolError naming what was wrong."""
+    try:
+        msg = _decoder.decode(buf)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _raise_why(buf, exc)
+    if msg.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "unknown-version",
+            f"{msg.type if hasattr(msg, 'type') else type(msg).__name__} v{msg.v} "
+            f"(this build speaks v{PROTOCOL_VERSION})",
+        )
+    if expected is not None and not isinstance(msg, expected):
+        names = expected.__name__ if isinstance(expected, type) else "/".join(
+            e.__name__ for e in expected)
+        raise ProtocolError("unexpected-type", f"expected {names}, got {type(msg).__name__}")
+    return msg
+
+
+def _raise_why(buf: bytes | memoryview, exc: Exception) -> None:
+    try:
+        env = _envelope_decoder.decode(buf)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise ProtocolError("undecodable", f"not a MessagePack map with type and v ({exc})") from None
+    if env.type not in _KNOWN_TYPES:
+        raise ProtocolError("unknown-type", f"type {env.type!r}") from None
+    if env.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "unknown-version", f"{env.type} v{env.v} (this build speaks v{PROTOCOL_VERSION})"
+        ) from None
+    raise ProtocolError("invalid", f"{env.type}: {exc}") from None
+
+
+def send_frame(sock: Any, header: FrameHeader, pixels: np.ndarray | None,
+               track: bool = False) -> Any:
+    """Send [header, pixels] without copying the pixels; a notice (no pixels) is one part.
+
+    With ``track`` returns a zmq.MessageTracker: the pixel buffer may be reused once it is done.
+    """
+    head = _encoder.encode(header)
+    if pixels is None:
+        sock.send(head)
+        return None
+    if not pixels.flags.c_contiguous:
+        raise ValueError("pixels must be C-contiguous to be sent without a copy")
+    return sock.send_multipart([head, pixels.data], copy=False, track=track)
+
+
+def decode_frame_parts(parts: list[Any]) -> tuple[FrameHeader, np.ndarray | None]:
+    """Decode [header] or [header, pixels] (zmq.Frame or bytes); the pixels are a view."""
+    if not parts:
+        raise ProtocolError("truncated", "empty multipart message")
+    header = decode(_buffer(parts[0]), FrameHeader)
+    if len(parts) == 1:
+        if not header.flags & (FLAG_DROPPED | FLAG_EOS):
+            raise ProtocolError(
+                "truncated", f"{header.camera} frame {header.frame_id}: header without pixels"
+            )
+        return header, None
+    if len(parts) != 2:
+        raise ProtocolError("invalid", f"frame message has {len(parts)} parts, expected 2")
+    buf = _buffer(parts[1])
+    if len(buf) != header.nbytes:
+        raise ProtocolError(
+            "truncated" if len(buf) < header.nbytes else "invalid",
+            f"{header.camera} frame {header.frame_id}: pixel part has {len(buf)} bytes, "
+            f"header says {header.nbytes} ({header.width}x{header.height}x{header.channels} "
+            f"{header.dtype})",
+        )
+    pixels = np.frombuffer(buf, dtype=header.dtype).reshape(header.shape)
+    return header, pixels
+
+
+def _buffer(part: Any) -> memoryview:
+    if isinstance(part, (bytes, bytearray, memoryview)):
+        return memoryview(part)
+    return part.buffer  # zmq.Frame
+
+
+class MalformedCounter:
+    """Counts rejected messages by reason and logs them without flooding the log."""
+
+    def __init__(self, where: str, log_first: int = 5) -> None:
+        self.where = where
+        self.counts: Counter[str] = Counter()
+        self._log_first = log_first
+        self._last_log = 0.0
+
+    def __call__(self, err: ProtocolError) -> None:
+        self.counts[err.reason] += 1
+        n = self.counts[err.reason]
+        now = time.monotonic()
+        if n <= self._log_first or now - self._last_log > 10:
+            self._last_log = now
+            logger.warning("%s: dropped malformed message (#%d of %s): %s",
+                           self.where, n, err.reason, err)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)

@@ -1,0 +1,331 @@
+"""Session orchestration: start every component of a rig as its own process, wire them over
+ZeroMQ, run the trigger for a set number of pulses, stop cleanly and summarise.
+
+The supervisor binds the status (PULL) and control (PUB) sockets; each component is started
+as ``python -m rigstream <component> --config rig.yaml --run RUN --status ADDR``, exactly as
+a user runs it alone, and reports ready/running/done over the status socket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+import zmq
+
+from rigstream import protocol
+from rigstream.config import RigConfig
+from rigstream.protocol import Command, Event, Status
+from rigstream.transport import Publisher, bind_address, request, subscriber
+
+logger = logging.getLogger(__name__)
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+@dataclass
+class Component:
+    name: str
+    args: list[str]
+    listens_control: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+    last: Status | None = None
+    log_path: Path | None = None
+
+
+@dataclass
+class SessionPlan:
+    rig: RigConfig
+    out: Path
+    pulses: int
+    events_at: list[int] = field(default_factory=list)
+    """Trigger indices at which the supervisor sends a clip event."""
+
+
+def write_rig(rig: RigConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(msgspec.to_builtins(rig), sort_keys=False))
+
+
+class Session:
+    def __init__(self, plan: SessionPlan, progress: Callable[[str], None] | None = None) -> None:
+        self.plan = plan
+        self.rig = plan.rig
+        self.out = plan.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.run_dir = tempfile.mkdtemp(prefix="rigstream-")
+        self.ctx = zmq.Context()
+        self.progress = progress or (lambda line: None)
+        self.status_address = f"ipc://{self.run_dir}/status"
+        self.status_sock = self.ctx.socket(zmq.PULL)
+        self.status_sock.bind(bind_address(self.status_address))
+        self.control = Publisher(self.ctx, self.rig.address("control", self.run_dir))
+        self.pulse_sock = subscriber(self.ctx, self.rig.address("pulses", self.run_dir),
+                                     hwm=100_000)
+        self.status_malformed = protocol.MalformedCounter("supervisor status")
+        self.components: dict[str, Component] = {}
+        self.latest_pulse = -1
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _plan_components(self, rig_path: Path) -> None:
+        common = ["--config", str(rig_path), "--run", self.run_dir,
+                  "--status", self.status_address]
+        self.components["trigger"] = Component("trigger", ["trigger", *common],
+                                               listens_control=False)
+        self.components["assembler"] = Component("assembler", ["assemble", *common])
+        self.components["recorder"] = Component("recorder", ["record", *common,
+                                                             "--out", str(self.out)])
+        self.components["ringbuffer"] = Component("ringbuffer", ["ringbuffer", *common,
+                                                                 "--out", str(self.out)])
+        consumers = 3  # recorder, ring buffer, assembler
+        for cam in self.rig.cameras:
+            self.components[f"camera:{cam.name}"] = Component(
+                f"camera:{cam.name}",
+                ["camera", *common, "--name", cam.name, "--expect-subscribers", str(consumers)])
+
+    def _start(self) -> None:
+        logs = self.out / "logs"
+        logs.mkdir(exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for comp in self.components.values():
+            comp.log_path = logs / f"{comp.name.replace(':', '-')}.log"
+            with open(comp.log_path, "wb") as log:
+                comp.proc = subprocess.Popen([sys.executable, "-m", "rigstream", *comp.args],
+                                             stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def _check_alive(self) -> None:
+        for comp in self.components.values():
+            if comp.proc is not None and comp.proc.poll() not in (None, 0):
+                tail = comp.log_path.read_text()[-2000:] if comp.log_path else ""
+                raise SessionError(f"component {comp.name} exited with code "
+                                   f"{comp.proc.returncode}; its log ends:\n{tail}")
+
+    def _drain_status(self, timeout_ms: int = 0) -> None:
+        while self.status_sock.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            try:
+                st = protocol.decode(self.status_sock.recv(), Status)
+            except protocol.ProtocolError as err:
+                self.status_malformed(err)
+                continue
+            comp = self.components.get(st.component)
+            if comp is not None:
+                comp.last = st
+                if st.state == "error":
+                    raise SessionError(f"component {st.component} failed: "
+                                       f"{st.stats.get('error', '?')}")
+
+    def _drain_pulses(self) -> None:
+        while True:
+            try:
+                buf = self.pulse_sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                pulse = protocol.decode(buf, protocol.Pulse)
+            except protocol.ProtocolError:
+                continue
+            if pulse.line == "camera":
+                self.latest_pulse = max(self.latest_pulse, pulse.index)
+
+    def _wait(self, what: str, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise SessionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            self._drain_status(timeout_ms=50)
+
+    def _trigger(self, cmd: str, **args: Any) -> protocol.Reply:
+        reply = request(self.ctx, self.rig.address("trigger_control", self.run_dir),
+                        Command(cmd=cmd, args=args), timeout_s=5.0)
+        if not reply.ok:
+            raise SessionError(f"trigger refused {cmd}: {reply.error}")
+        return reply
+
+    # -- the session ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        rig_path = self.out / "rig.yaml"
+        write_rig(self.rig, rig_path)
+        self._plan_components(rig_path)
+        t_launch = time.monotonic()
+        self._start()
+        try:
+            return self._run(t_launch)
+        finally:
+            self._shutdown()
+
+    def _run(self, t_launch: float) -> dict[str, Any]:
+        waiting = [c for c in self.components.values() if c.name != "trigger"]
+        self._wait("components to be ready",
+                   lambda: all(c.last is not None for c in waiting), 120)
+        listeners = sum(c.listens_control for c in self.components.values())
+        self._wait("components to listen to the control channel",
+                   lambda: self.control.poll_subscriptions() >= listeners, 30)
+        pulse_listeners = len(self.rig.cameras) + 2  # cameras, recorder, supervisor
+
+        def trigger_ready() -> bool:
+            try:
+                data = self._trigger("status").data
+            except TimeoutError:
+                return False
+            lines = data.get("line_subscribers", {})
+            sim_ok = self.rig.trigger.backend != "sim" or lines.get("trigger", 0) >= 1
+            return data.get("pulse_subscribers", 0) >= pulse_listeners and sim_ok
+
+        self._wait("the trigger daemon and its subscribers", trigger_ready, 30)
+        logger.info("all components ready after %.1f s", time.monotonic() - t_launch)
+
+        t0 = time.monotonic()
+        self._trigger("start", max_pulses=self.plan.pulses)
+        events = sorted(self.plan.events_at)
+        ctx_events = self.rig.address("events", self.run_dir)
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(ctx_events)
+        last_progress = 0.0
+        while True:
+            self._check_alive()
+            self._drain_status(timeout_ms=20)
+            self._drain_pulses()
+            while events and self.latest_pulse >= events[0]:
+                n = events.pop(0)
+                push.send(protocol.encode(Event(name="demo", source="schedule", trigger_index=n,
+                                                t_host_ns=time.monotonic_ns())))
+            now = time.monotonic()
+            if now - last_progress >= 1.0:
+                last_progress = now
+                self.progress(self._progress_line(now - t0))
+            if self.latest_pulse >= self.plan.pulses - 1:
+                data = self._trigger("status").data
+                if not data.get("running", False):
+                    break
+        duration_s = time.monotonic() - t0
+        trigger_status = self._trigger("stop").data
+        pulses_sent = int(trigger_status.get("pulses_sent", self.latest_pulse + 1))
+        push.close()
+        self.control.send(Command(cmd="stop", args={"pulses": pulses_sent}))
+        self._wait("components to finish",
+                   lambda: all(c.last is not None and c.last.state == "done" for c in waiting),
+                   120 + self.rig.ring_buffer.post_s)
+        self.progress(self._progress_line(duration_s))
+        return self._summary(pulses_sent, duration_s, trigger_status)
+
+    def _progress_line(self, t: float) -> str:
+        parts = [f"t={t:5.1f}s pulses {self.latest_pulse + 1:6d}"]
+        for cam in self.rig.cameras:
+            st = self.components[f"camera:{cam.name}"].last
+            s = st.stats if st else {}
+            parts.append(f"{cam.name} {s.get('frames', 0)} fr {s.get('dropped', 0)} drop")
+        asm = self.components["assembler"].last
+        a = asm.stats if asm else {}
+        parts.append(f"sets {a.get('framesets_complete', 0)}+{a.get('framesets_incomplete', 0)}"
+                     f" incomplete")
+        ring = self.components["ringbuffer"].last
+        parts.append(f"clips {len(ring.stats.get('clips', [])) if ring else 0}")
+        return " | ".join(parts)
+
+    def _summary(self, pulses_sent: int, duration_s: float,
+                 trigger_status: dict[str, Any]) -> dict[str, Any]:
+        def stats(name: str) -> dict[str, Any]:
+            st = self.components[name].last
+            return dict(st.stats) if st else {}
+
+        rec, asm, ring = stats("recorder"), stats("assembler"), stats("ringbuffer")
+        cams = {c.name: stats(f"camera:{c.name}") for c in self.rig.cameras}
+        summary = {
+            "rig": self.rig.name,
+            "out": str(self.out),
+            "duration_s": round(duration_s, 3),
+            "rate_hz": self.rig.trigger.rate_hz,
+            "pulses_sent": pulses_sent,
+            "sync_pulses_sent": trigger_status.get("sync_pulses_sent", 0),
+            "frames": rec.get("frames", {}),
+            "frames_dropped": rec.get("frames_dropped", {}),
+            "dropped_indices": rec.get("dropped_indices", {}),
+            "frames_flagged": {c: s.get("flagged", 0) for c, s in cams.items()},
+            "framesets_complete": asm.get("framesets_complete", 0),
+            "framesets_incomplete": asm.get("framesets_incomplete", 0),
+            "framesets_mixed": asm.get("framesets_mixed", 0),
+            "clips": [str(Path(p).relative_to(self.out)) for p in ring.get("clips", [])],
+            "trigger_late_max_us": trigger_status.get("late_max_us"),
+            "trigger_late_p99_us": trigger_status.get("late_p99_us"),
+            "transport_seq_gaps": {"recorder": rec.get("seq_gaps", {}),
+                                   "assembler": asm.get("seq_gaps", {}),
+                                   "ringbuffer": ring.get("seq_gaps", {})},
+            "malformed": {"recorder": rec.get("malformed", {}),
+                          "assembler": asm.get("malformed", {}),
+                          "ringbuffer": ring.get("malformed", {})},
+            "components": {"cameras": cams, "recorder": rec, "assembler": asm,
+                           "ringbuffer": ring},
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _shutdown(self) -> None:
+        try:
+            request(self.ctx, self.rig.address("trigger_control", self.run_dir),
+                    Command(cmd="shutdown"), timeout_s=1.0)
+        except (TimeoutError, zmq.ZMQError, protocol.ProtocolError):
+            pass
+        for comp in self.components.values():
+            if comp.proc is None:
+                continue
+            try:
+                comp.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                logger.warning("component %s did not exit; terminating", comp.name)
+                comp.proc.terminate()
+                try:
+                    comp.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    comp.proc.kill()
+        for sock in (self.status_sock, self.pulse_sock):
+            sock.close()
+        self.control.close()
+        self.ctx.destroy(linger=0)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = None,
+             drop_rate: float | None = None, width: int | None = None,
+             height: int | None = None, codec: str | None = None) -> RigConfig:
+    """The rig a demo runs: ``base`` with the camera count, rate and faults overridden."""
+    doc = msgspec.to_builtins(base)
+    cams = doc["cameras"]
+    if cameras is not None:
+        if cameras < 1:
+            raise SessionError(f"--cameras must be at least 1, got {cameras}")
+        template = cams[-1]
+        cams = [dict(template, name=f"cam{i}", serial=f"SIM{i}",
+                     role="primary" if i == 0 else "secondary") for i in range(cameras)]
+    for cam in cams:
+        if drop_rate is not None:
+            cam["faults"] = dict(cam.get("faults", {}), drop_rate=drop_rate)
+        if width is not None:
+            cam["width"] = width
+        if height is not None:
+            cam["height"] = height
+    doc["cameras"] = cams
+    if fps is not None:
+        doc["trigger"]["rate_hz"] = fps
+        for cam in cams:  # keep exposure inside the period
+            cam["exposure_us"] = min(cam["exposure_us"], int(0.5e6 / fps))
+    if codec is not None:
+        doc["recording"]["codec"] = codec
+    return msgspec.convert(doc, type=RigConfig, strict=True)

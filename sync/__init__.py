@@ -1,0 +1,1 @@
+"""Pulse streams, the FrameSet assembler and clock models."""

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rigstream.config import ConfigError, load_rig, parse_rig
+
+RIGS = Path(__file__).resolve().parents[2] / "hardware" / "rigs"
+
+
+def sim_doc() -> dict:
+    return yaml.safe_load((RIGS / "sim.yaml").read_text())
+
+
+def error_for(doc: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_rig(yaml.safe_dump(doc), "rig.yaml")
+    message = str(info.value)
+    assert "\n" not in message, "a config error is one line"
+    return message
+
+
+def test_embedded_default_is_the_sim_rig_file() -> None:
+    embedded = load_rig()
+    from_file = load_rig(RIGS / "sim.yaml")
+    assert embedded == from_file
+    assert [c.role for c in embedded.cameras] == ["primary", "secondary"]
+    assert all(c.backend == "sim" for c in embedded.cameras)
+
+
+def test_blackfly_pair_example_loads() -> None:
+    rig = load_rig(RIGS / "blackfly_pair.yaml")
+    assert rig.trigger.rate_hz == 226
+    assert rig.trigger.backend == "rpigpio"
+    assert {(c.width, c.height, c.pixel_format) for c in rig.cameras} == {(1440, 1080, "mono8")}
+    assert rig.primary.name == "left"
+    # exposure must fit in the 4425 us period
+    assert all(c.exposure_us * 1000 < rig.trigger.period_ns for c in rig.cameras)
+
+
+def test_unknown_key_names_its_path() -> None:
+    doc = sim_doc()
+    doc["cameras"][1]["exposur_us"] = 100
+    assert error_for(doc) == "rig.yaml: cameras[1].exposur_us: unknown key"
+
+
+def test_unknown_top_level_key() -> None:
+    doc = sim_doc()
+    doc["triger"] = {}
+    assert error_for(doc) == "rig.yaml: triger: unknown key"
+
+
+def test_negative_exposure_names_key_and_value() -> None:
+    doc = sim_doc()
+    doc["cameras"][1]["exposure_us"] = -5
+    msg = error_for(doc)
+    assert msg.startswith("rig.yaml: cameras[1].exposure_us: expected int >= 1")
+    assert "got -5" in msg
+
+
+def test_secondary_without_primary() -> None:
+    doc = sim_doc()
+    doc["cameras"][0]["role"] = "secondary"
+    msg = error_for(doc)
+    assert "primary" in msg and "cam0" in msg and "cam1" in msg
+
+
+def test_bad_enum_and_missing_key() -> None:
+    doc = sim_doc()
+    doc["cameras"][0]["backend"] = "usb"
+    assert "cameras[0].backend" in error_for(doc)
+    doc = sim_doc()
+    del doc["trigger"]["rate_hz"]
+    assert error_for(doc) == "rig.yaml: trigger.rate_hz: required key is missing"
+
+
+def test_exposure_longer_than_period_is_refused() -> None:
+    doc = sim_doc()
+    doc["trigger"]["rate_hz"] = 500
+    doc["cameras"][0]["exposure_us"] = 2500
+    assert "exposure_us (2500) must be shorter than the trigger period" in error_for(doc)
+
+
+def test_duplicate_camera_names() -> None:
+    doc = sim_doc()
+    doc["cameras"][1]["name"] = "cam0"
+    assert "repeated: cam0" in error_for(doc)
+
+
+def test_not_yaml_and_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line 1"):
+        parse_rig("cameras: [", "rig.yaml")
+    with pytest.raises(ConfigError, match="cannot read rig file"):
+        load_rig(tmp_path / "missing.yaml")
+
+
+def test_check_command_prints_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rigstream.cli import main
+
+    doc = sim_doc()
+    doc["cameras"][1]["exposure_us"] = -5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cameras[1].exposure_us" in err

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the lint and the whole test suite (set-up included). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"
