@@ -176,11 +176,13 @@ class CameraNode:
         self.pulses.drain(wait_ms=20)
         total = final_pulses if final_pulses is not None else self.pulses.count
         stall = self.config.faults.stall_s if self.config.faults.stall_at_s is not None else 0
+        # Wait while frames keep coming (a loaded host may be seconds behind), not longer.
         deadline = time.monotonic() + 2.0 + stall
         while self.last_index < total - 1 and time.monotonic() < deadline:
             frame = self.camera.get_frame(0.05)
             if frame is not None:
                 self._handle(frame)
+                deadline = time.monotonic() + 2.0
         for n in range(self.last_index + 1, total):
             self._notice(n, frame_id=self.first_frame_id + n, flags=FLAG_DROPPED)
         self._notice(max(total - 1, self.last_index), frame_id=self.last_frame_id, flags=FLAG_EOS)

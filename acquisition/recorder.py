@@ -31,7 +31,7 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition.video import LOSSLESS, VideoWriter
 from rigstream.config import RigConfig
-from rigstream.frames import FrameReceiver, Received
+from rigstream.frames import STOP_IDLE_S, FrameReceiver, Received
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.transport import ControlListener, StatusReporter, subscriber
 
@@ -113,10 +113,10 @@ class Recorder:
         try:
             while not self.frames.all_ended:
                 if stop.is_set() and stop_deadline is None:
-                    stop_deadline = time.monotonic() + 5.0
+                    stop_deadline = time.monotonic() + STOP_IDLE_S
                 cmd = self.control.poll()
                 if cmd is not None and cmd.cmd == "stop" and stop_deadline is None:
-                    stop_deadline = time.monotonic() + 10.0
+                    stop_deadline = time.monotonic() + STOP_IDLE_S
                 if stop_deadline is not None and time.monotonic() > stop_deadline:
                     logger.warning("recorder: cameras %s never ended their streams",
                                    sorted(set(self.frames.cameras) - self.frames.ended))
@@ -124,6 +124,8 @@ class Recorder:
                 got = self.frames.recv(timeout_ms=20)
                 if got is not None:
                     self._record(got)
+                    if stop_deadline is not None:  # still catching up: keep waiting
+                        stop_deadline = time.monotonic() + STOP_IDLE_S
                 self._drain_pulses()
                 now = time.monotonic()
                 if now - self._last_flush > self.rig.recording.flush_interval_s:

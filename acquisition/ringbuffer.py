@@ -11,6 +11,7 @@ for those indices, with the index in the clip's video) and ``event.json``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -30,7 +31,7 @@ from rigstream import protocol
 from rigstream.acquisition.recorder import FRAME_COLUMNS, frame_row
 from rigstream.acquisition.video import VideoWriter
 from rigstream.config import RigConfig
-from rigstream.frames import FrameReceiver
+from rigstream.frames import STOP_IDLE_S, FrameReceiver
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, Event, FrameHeader
 from rigstream.transport import ControlListener, StatusReporter, bind_address
 
@@ -135,7 +136,7 @@ class ClipService:
                 cmd = self.control.poll()
                 if (stop.is_set() or (cmd is not None and cmd.cmd == "stop")) \
                         and stop_deadline is None:
-                    stop_deadline = time.monotonic() + 10.0
+                    stop_deadline = time.monotonic() + STOP_IDLE_S
                 if stop_deadline is not None and time.monotonic() > stop_deadline:
                     break
                 ready = dict(poller.poll(20))
@@ -145,6 +146,8 @@ class ClipService:
                     if not got.header.flags & FLAG_EOS:
                         self.rings[got.header.camera].put(got.header, got.pixels)
                     self._wake.put(True)
+                    if stop_deadline is not None:  # still catching up: keep waiting
+                        stop_deadline = time.monotonic() + STOP_IDLE_S
                 if time.monotonic() - last_report > 0.5:
                     last_report = time.monotonic()
                     self.status.report("running", **self.summary())
@@ -181,7 +184,8 @@ class ClipService:
         with self._lock:
             for clip in self.clips:
                 if start <= clip.end + 1 and end >= clip.start - 1:
-                    if all(v == clip.start for v in clip.next_index.values()):  # nothing written yet
+                    written = any(v != clip.start for v in clip.next_index.values())
+                    if not written:  # the start may still move back
                         clip.start = min(clip.start, start)
                     clip.end = max(clip.end, end)
                     clip.events.append(event)
@@ -227,10 +231,8 @@ class ClipService:
 
     def _write_loop(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._wake.get(timeout=0.1)
-            except queue.Empty:
-                pass
             with self._lock:
                 active = list(self.clips)
             for clip in active:

@@ -213,11 +213,20 @@ class SimCamera(Camera):
             self._cond.notify()
 
 
-def render_truth(rig: RigConfig, camera: str, trigger_index: int) -> np.ndarray:
-    """The image the simulated camera renders for a pulse (for checking recordings)."""
-    cam = rig.camera(camera)
-    renderer = sim_world.ViewRenderer(rig_cameras(rig)[camera], channels=cam.channels)
-    shape: tuple[int, ...] = (cam.height, cam.width) + ((3,) if cam.channels == 3 else ())
-    out = np.zeros(shape, np.uint8)
-    renderer.render(sim_world.AnimalMotion().pose_at(trigger_index / rig.trigger.rate_hz), out)
-    return out
+class TruthRenderer:
+    """Renders what the simulated cameras of a rig show for a pulse (to check recordings)."""
+
+    def __init__(self, rig: RigConfig) -> None:
+        self.rig = rig
+        self._motion = sim_world.AnimalMotion()
+        views = rig_cameras(rig)
+        self._renderers = {c.name: sim_world.ViewRenderer(views[c.name], channels=c.channels)
+                           for c in rig.cameras}
+
+    def image(self, camera: str, trigger_index: int) -> np.ndarray:
+        cam = self.rig.camera(camera)
+        shape: tuple[int, ...] = (cam.height, cam.width) + ((3,) if cam.channels == 3 else ())
+        out = np.zeros(shape, np.uint8)
+        pose = self._motion.pose_at(trigger_index / self.rig.trigger.rate_hz)
+        self._renderers[camera].render(pose, out)
+        return out

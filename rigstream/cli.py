@@ -35,9 +35,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(rig.recording.folder) / time.strftime("demo-%Y%m%d-%H%M%S"))
     post = rig.frames_per(rig.ring_buffer.post_s)
     pre = rig.frames_per(rig.ring_buffer.pre_s)
-    # One clip mid-session, then two events close enough to merge into one clip.
-    events = [pulses * 2 // 5, pulses * 7 // 10, pulses * 7 // 10 + max(1, post // 2)]
-    events = [n for n in events if n + post < pulses] or [max(0, pulses - post - 1)]
+    # A clip with its full history, then two events close enough to merge into one clip.
+    first = max(pre, pulses // 4)
+    second = first + pre + post + 2
+    events = [n for n in (first, second, second + max(1, post // 2)) if n + post < pulses]
+    events = events or [max(0, pulses - post - 1)]
     print(f"rigstream demo: {len(rig.cameras)} simulated cameras at {rig.trigger.rate_hz:g} Hz "
           f"({rig.cameras[0].width}x{rig.cameras[0].height} {rig.cameras[0].pixel_format}), "
           f"{pulses} pulses, clips of [n-{pre}, n+{post}] -> {out}", file=sys.stderr)
@@ -125,7 +127,8 @@ def cmd_event(args: argparse.Namespace) -> int:
     event = Event(name=args.name, source="cli", trigger_index=args.index,
                   t_host_ns=time.monotonic_ns())
     send_event(zmq.Context.instance(), rig.address("events", args.run), event)
-    print(f"event {args.name!r} sent (trigger index: {args.index if args.index is not None else 'latest'})")
+    where = args.index if args.index is not None else "latest"
+    print(f"event {args.name!r} sent (trigger index: {where})")
     return 0
 
 

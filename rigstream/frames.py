@@ -23,6 +23,10 @@ from rigstream.transport import subscriber
 
 logger = logging.getLogger(__name__)
 
+STOP_IDLE_S = 10.0
+"""After a stop, how long a consumer waits for more frames before finishing without every
+camera's end of stream (the wait restarts with each frame, so a lagging host catches up)."""
+
 
 @dataclass
 class Received:

@@ -8,6 +8,7 @@ a user runs it alone, and reports ready/running/done over the status socket.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -278,11 +279,9 @@ class Session:
         return summary
 
     def _shutdown(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
             request(self.ctx, self.rig.address("trigger_control", self.run_dir),
                     Command(cmd="shutdown"), timeout_s=1.0)
-        except (TimeoutError, zmq.ZMQError, protocol.ProtocolError):
-            pass
         for comp in self.components.values():
             if comp.proc is None:
                 continue

@@ -22,7 +22,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import RigConfig
-from rigstream.frames import FrameReceiver, Received
+from rigstream.frames import STOP_IDLE_S, FrameReceiver, Received
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_TIMING, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, StatusReporter
 
@@ -70,12 +70,14 @@ class Assembler:
                 cmd = self.control.poll()
                 if (stop.is_set() or (cmd is not None and cmd.cmd == "stop")) \
                         and stop_deadline is None:
-                    stop_deadline = time.monotonic() + 10.0
+                    stop_deadline = time.monotonic() + STOP_IDLE_S
                 if stop_deadline is not None and time.monotonic() > stop_deadline:
                     break
                 got = self.frames.recv(timeout_ms=10)
                 if got is not None:
                     self.add(got)
+                    if stop_deadline is not None:  # still catching up: keep waiting
+                        stop_deadline = time.monotonic() + STOP_IDLE_S
                 self.pub.poll_subscriptions()
                 self.emit_due(time.monotonic())
                 if time.monotonic() - last_report > 0.5:

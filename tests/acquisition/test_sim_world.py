@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from rigstream.acquisition import sim_world
 
 K = len(sim_world.KEYPOINTS)

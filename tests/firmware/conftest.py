@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import zmq
-from rigstream.firmware.pins import PinBackend, make_pins
-from rigstream.firmware.trigger import TriggerDaemon
 
 from rigstream import transport
 from rigstream.config import CameraConfig, RigConfig, SyncLineConfig, TriggerConfig
+from rigstream.firmware.pins import PinBackend, make_pins
+from rigstream.firmware.trigger import TriggerDaemon
 from rigstream.protocol import Command, Reply
 
 from . import fake_rpigpio

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zmq
-from rigstream.firmware.pins import PinError, SimPins, make_pins
 
 from rigstream import protocol, transport
 from rigstream.config import ConfigError
+from rigstream.firmware.pins import PinError, SimPins, make_pins
 
 from .conftest import make_rig, wait_for
 

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+
+from rigstream.config import ConfigError
 from rigstream.firmware.pins import PinError, make_pins
 from rigstream.firmware.rpigpio import RPiGPIOPins
 from rigstream.firmware.trigger import TriggerDaemon
-
-from rigstream.config import ConfigError
 
 from .conftest import make_rig
 from .fake_rpigpio import FakeGPIO

@@ -14,12 +14,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import zmq
-from rigstream.firmware.pins import SimPins
-from rigstream.firmware.trigger import TriggerDaemon, run_trigger
 from scipy.stats import theilslopes
 
 from rigstream import protocol, transport
 from rigstream.config import ConfigError
+from rigstream.firmware.pins import SimPins
+from rigstream.firmware.trigger import TriggerDaemon, run_trigger
 from rigstream.protocol import Command, Pulse
 
 from .conftest import DaemonHarness, make_rig, wait_for

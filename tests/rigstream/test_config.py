@@ -96,7 +96,9 @@ def test_not_yaml_and_unreadable_file(tmp_path: Path) -> None:
         load_rig(tmp_path / "missing.yaml")
 
 
-def test_check_command_prints_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_command_prints_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from rigstream.cli import main
 
     doc = sim_doc()

@@ -1,0 +1,138 @@
+"""Benchmarks that print numbers (never timed unit tests).
+
+``rigstream bench throughput``: the highest trigger rate at which the simulated rig (2 cameras,
+every component its own process) records ``--seconds`` without a drop, beside the raw ZeroMQ
+throughput for the same frame size measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rigstream.config import load_rig
+
+logger = logging.getLogger(__name__)
+
+
+def _publisher(address: str, shape: tuple[int, int], seconds: float, ready: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, 64)
+    sock.bind(address)
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    header = b"h" * 120  # about the size of a FrameHeader
+    ready.wait()
+    time.sleep(0.2)  # let the subscription land
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sock.send_multipart([header, pixels.data], copy=False)
+    sock.send_multipart([b"end", b""])
+    sock.close(linger=5000)
+    ctx.term()
+
+
+def zmq_throughput(width: int, height: int, seconds: float = 3.0) -> dict[str, Any]:
+    """PUB in one process -> SUB in this one over ipc, [header, pixels] zero-copy, as the
+    camera nodes send. Counts what the subscriber receives."""
+    run = tempfile.mkdtemp(prefix="rigstream-bench-")
+    address = f"ipc://{run}/bench"
+    mpctx = mp.get_context("spawn")
+    ready = mpctx.Event()
+    proc = mpctx.Process(target=_publisher, args=(address, (height, width), seconds, ready))
+    proc.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, 64)
+    sock.connect(address)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    ready.set()
+    frames = 0
+    t_first = t_last = 0.0
+    while True:
+        if not sock.poll(10_000):
+            break
+        parts = sock.recv_multipart(copy=False)
+        if parts[0].bytes == b"end":
+            break
+        t_last = time.perf_counter()
+        if frames == 0:
+            t_first = t_last
+        frames += 1
+    proc.join(10)
+    sock.close()
+    ctx.term()
+    shutil.rmtree(run, ignore_errors=True)
+    elapsed = max(t_last - t_first, 1e-9)
+    fps = (frames - 1) / elapsed if frames > 1 else 0.0
+    return {"frame_bytes": width * height, "frames": frames, "frames_per_s": round(fps, 1),
+            "gbytes_per_s": round(fps * width * height / 1e9, 3)}
+
+
+def demo_trial(rate_hz: float, seconds: float, width: int, height: int, codec: str,
+               out: Path) -> dict[str, Any]:
+    """One run of the 2-camera simulated rig at ``rate_hz``; lossless if nothing dropped."""
+    from rigstream.session import Session, SessionPlan, demo_rig
+
+    rig = demo_rig(load_rig(), cameras=2, fps=rate_hz, width=width, height=height, codec=codec)
+    pulses = round(seconds * rate_hz)
+    t0 = time.monotonic()
+    s = Session(SessionPlan(rig, out, pulses, [pulses // 2])).run()
+    wall = time.monotonic() - t0
+    gaps = sum(sum(v.values()) for v in s["transport_seq_gaps"].values())
+    dropped = sum(s["frames_dropped"].values())
+    flagged = sum(s["frames_flagged"].values())
+    ok = (dropped == 0 and gaps == 0 and flagged == 0 and s["framesets_incomplete"] == 0
+          and all(n == pulses for n in s["frames"].values()))
+    return {"rate_hz": rate_hz, "pulses": pulses, "frames": s["frames"], "dropped": dropped,
+            "transport_gaps": gaps, "flagged": flagged,
+            "framesets_incomplete": s["framesets_incomplete"], "duration_s": s["duration_s"],
+            "trigger_late_p99_us": s["trigger_late_p99_us"], "wall_s": round(wall, 1),
+            "no_drop": ok}
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    rates = [float(r) for r in args.rates.split(",") if r] or [50, 100, 150, 200, 226, 300]
+    base = Path(args.out or tempfile.mkdtemp(prefix="rigstream-throughput-"))
+    zmq_runs = [zmq_throughput(args.width, args.height) for _ in range(3)]
+    trials = []
+    for rate in rates:
+        out = base / f"rate-{rate:g}"
+        trial = demo_trial(rate, args.seconds, args.width, args.height, args.codec, out)
+        trials.append(trial)
+        logger.warning("throughput: %s", trial)
+        if not args.out:
+            shutil.rmtree(out, ignore_errors=True)  # raw video is ~0.3-0.7 GB/s
+        if not trial["no_drop"]:
+            break
+    passing = [t["rate_hz"] for t in trials if t["no_drop"]]
+    zmq_fps = statistics.median(r["frames_per_s"] for r in zmq_runs)
+    return {
+        "benchmark": "throughput",
+        "frame": f"{args.width}x{args.height} mono8",
+        "cameras": 2,
+        "codec": args.codec,
+        "seconds_per_trial": args.seconds,
+        "cpu_count": os.cpu_count(),
+        "highest_rate_without_drop_hz": max(passing) if passing else None,
+        "zmq_raw": {"runs": zmq_runs, "median_frames_per_s": zmq_fps,
+                    "median_gbytes_per_s": round(zmq_fps * args.width * args.height / 1e9, 3)},
+        "trials": trials,
+    }
+
+
+def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
+    if what == "throughput":
+        return throughput(args)
+    raise ValueError(f"unknown benchmark {what!r}")
