@@ -147,17 +147,19 @@ class Recorder:
 
     def _record(self, got: Received) -> None:
         h = got.header
-        if h.flags & FLAG_EOS:
-            return
+        eos = bool(h.flags & FLAG_EOS)
         track = self.tracks[h.camera]
-        # Trigger indices skipped without a notice were lost between node and recorder.
-        for n in range(track.last_index + 1, h.trigger_index):
+        # Trigger indices skipped without a notice were lost between node and recorder; the
+        # end-of-stream notice names the stream's last index, so losses just before it count.
+        for n in range(track.last_index + 1, h.trigger_index + 1 if eos else h.trigger_index):
             lost = FrameHeader(camera=h.camera, seq=-1, frame_id=-1, trigger_index=n,
                                t_camera_ns=-1, t_host_ns=-1, width=h.width, height=h.height,
                                flags=FLAG_DROPPED)
             track.dropped.append(n)
             self._frames_csv.writerow(frame_row(lost, -1, lost=True))
         track.last_index = max(track.last_index, h.trigger_index)
+        if eos:
+            return
         if got.pixels is None:
             track.dropped.append(h.trigger_index)
             self._frames_csv.writerow(frame_row(h, -1))

@@ -140,6 +140,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rigstream.verify import verify_session
+
+    report = verify_session(args.session, truth=args.truth)
+    print(json.dumps(report, indent=2))
+    return 0 if not report["problems"] else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rigstream.bench import run_bench
 
@@ -200,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a rig file")
     p.add_argument("--config")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("verify", help="check a session folder: rows, videos, clips")
+    p.add_argument("session")
+    p.add_argument("--truth", action="store_true",
+                   help="simulated rig: compare every pixel with what the cameras rendered")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     p.add_argument("what", choices=["throughput"])

@@ -3,8 +3,9 @@
 Frames are matched by trigger index only, never by arrival time. A set is emitted as soon as
 every camera has either delivered its frame or is known not to (a drop notice, a frame
 flagged for timing, or the camera's stream has moved past that index); a set still missing a
-camera after ``transport.frameset_deadline_ms`` is emitted incomplete with the missing
-cameras named. Output, for latest-wins consumers such as the pose engine, is one multipart
+camera that has been silent for ``transport.frameset_deadline_ms`` (or lagging for eight
+deadlines) is emitted incomplete with the missing cameras named. Output, for latest-wins
+consumers such as the pose engine, is one multipart
 message: ``[FrameSetHeader, header_0, pixels_0, header_1, pixels_1, ...]`` (pixels forwarded
 without a copy).
 """
@@ -27,6 +28,9 @@ from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_TIMING, FrameSetHead
 from rigstream.transport import ControlListener, Publisher, StatusReporter
 
 logger = logging.getLogger(__name__)
+
+MAX_WAIT_DEADLINES = 8
+"""A set waits at most this many deadlines for a camera that is lagging but not silent."""
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Assembler:
         self.deadline_s = rig.transport.frameset_deadline_ms / 1000
         self.pending: dict[int, _Pending] = {}
         self.latest: dict[str, int] = dict.fromkeys(self.cameras, -1)
+        self.last_arrival: dict[str, float] = dict.fromkeys(self.cameras, float("-inf"))
         self.seq = 0
         self.complete = 0
         self.incomplete = 0
@@ -96,6 +101,7 @@ class Assembler:
 
     def add(self, got: Received) -> None:
         h = got.header
+        self.last_arrival[h.camera] = time.monotonic()
         if h.flags & FLAG_EOS:
             self.latest[h.camera] = max(self.latest[h.camera], h.trigger_index)
             return
@@ -119,12 +125,15 @@ class Assembler:
             p.frames[h.camera] = got
 
     def emit_due(self, now: float) -> None:
-        """Emit every set that is settled (all cameras accounted for) or past its deadline."""
+        """Emit every set whose cameras are all accounted for: delivered, known missing, moved
+        past its index, or silent for the deadline. A camera that is alive but lagging (a busy
+        host) is waited for, up to ``MAX_WAIT_DEADLINES`` deadlines."""
         for n in sorted(self.pending):
             p = self.pending[n]
             settled = all(c in p.frames or c in p.missing or self.latest[c] > n
+                          or now - max(self.last_arrival[c], p.first_arrival) > self.deadline_s
                           for c in self.cameras)
-            if settled or now - p.first_arrival > self.deadline_s:
+            if settled or now - p.first_arrival > MAX_WAIT_DEADLINES * self.deadline_s:
                 self._emit(n, self.pending.pop(n))
 
     def _emit(self, n: int, p: _Pending) -> None:
