@@ -213,15 +213,22 @@ class CameraNode:
         elif self.fit.n == 0:
             self.fit.add(frame.t_camera_ns, t_pi_ns)
         else:
-            offset = self.fit.predict(frame.t_camera_ns) - t_pi_ns
-            if abs(offset) > self.period_ns // 2:
+            t_frame = self.fit.predict(frame.t_camera_ns)
+            offset = t_frame - t_pi_ns
+            # Late pulses come bunched closer than a period: a frame nearer a neighbouring
+            # pulse than its own belongs to that one, however small its offset.
+            t_prev, t_next = self.pulses.get(n - 1) if n > 0 else -1, self.pulses.get(n + 1)
+            nearer = ((t_prev >= 0 and abs(t_frame - t_prev) < abs(offset))
+                      or (t_next >= 0 and abs(t_frame - t_next) < abs(offset)))
+            if abs(offset) > self.period_ns // 2 or nearer:
                 flags |= FLAG_TIMING
                 self.flagged.append(n)
                 if len(self.flagged) <= 5:
                     logger.warning(
                         "camera %s: frame %d (trigger %d) is %.2f ms off its pulse "
-                        "(half a period is %.2f ms): flagged", self.config.name,
-                        frame.frame_id, n, offset / 1e6, self.period_ns / 2e6)
+                        "(half a period is %.2f ms%s): flagged", self.config.name,
+                        frame.frame_id, n, offset / 1e6, self.period_ns / 2e6,
+                        ", and nearer another pulse" if nearer else "")
             else:
                 self.max_offset_ns = max(self.max_offset_ns, abs(offset))
                 self.fit.add(frame.t_camera_ns, t_pi_ns)
@@ -270,6 +277,12 @@ def run_camera(rig: RigConfig, camera: str, run: str, status_address: str | None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = CameraNode(rig, camera, run, status_address=status_address,
-                      expect_subscribers=expect_subscribers)
-    return node.run_forever(stop)
+    ctx = zmq.Context()
+    try:
+        node = CameraNode(rig, camera, run, ctx, status_address=status_address,
+                          expect_subscribers=expect_subscribers)
+        return node.run_forever(stop)
+    finally:
+        # Frames sent without a copy may still be in flight: let ZeroMQ finish them (up to
+        # the sockets' linger) before the interpreter frees the buffers they point into.
+        ctx.destroy(linger=2000)

@@ -151,12 +151,7 @@ class Recorder:
         track = self.tracks[h.camera]
         # Trigger indices skipped without a notice were lost between node and recorder; the
         # end-of-stream notice names the stream's last index, so losses just before it count.
-        for n in range(track.last_index + 1, h.trigger_index + 1 if eos else h.trigger_index):
-            lost = FrameHeader(camera=h.camera, seq=-1, frame_id=-1, trigger_index=n,
-                               t_camera_ns=-1, t_host_ns=-1, width=h.width, height=h.height,
-                               flags=FLAG_DROPPED)
-            track.dropped.append(n)
-            self._frames_csv.writerow(frame_row(lost, -1, lost=True))
+        self._write_lost(h.camera, track, h.trigger_index + 1 if eos else h.trigger_index)
         track.last_index = max(track.last_index, h.trigger_index)
         if eos:
             return
@@ -167,6 +162,16 @@ class Recorder:
         self._frames_csv.writerow(frame_row(h, track.frames))
         track.frames += 1
         track.queue.put(got)
+
+    def _write_lost(self, camera: str, track: _CameraTrack, upto: int) -> None:
+        """Rows for trigger indices after the camera's last one and before ``upto``."""
+        for n in range(track.last_index + 1, upto):
+            lost = FrameHeader(camera=camera, seq=-1, frame_id=-1, trigger_index=n,
+                               t_camera_ns=-1, t_host_ns=-1, width=0, height=0,
+                               flags=FLAG_DROPPED)
+            track.dropped.append(n)
+            self._frames_csv.writerow(frame_row(lost, -1, lost=True))
+        track.last_index = max(track.last_index, upto - 1)
 
     def _drain_pulses(self) -> None:
         while True:
@@ -204,7 +209,10 @@ class Recorder:
         if self._closed:
             return self.summary()
         self._closed = True
-        for track in self.tracks.values():
+        self._drain_pulses()
+        for camera, track in self.tracks.items():
+            # Pulses no frame or notice ever came for (a stream that never ended): say so.
+            self._write_lost(camera, track, self.pulses.get("camera", 0))
             track.finish()
         self._flush()
         self._frames_file.close()

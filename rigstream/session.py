@@ -217,7 +217,7 @@ class Session:
                 if not data.get("running", False):
                     break
         duration_s = time.monotonic() - t0
-        trigger_status = self._trigger("stop").data
+        trigger_status = {**self._trigger("status").data, **self._trigger("stop").data}
         pulses_sent = int(trigger_status.get("pulses_sent", self.latest_pulse + 1))
         push.close()
         self.control.send(Command(cmd="stop", args={"pulses": pulses_sent}))

@@ -200,4 +200,8 @@ def run_assembler(rig: RigConfig, run: str, status_address: str | None = None) -
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    return Assembler(rig, run, status_address=status_address).run_forever(stop)
+    ctx = zmq.Context()
+    try:
+        return Assembler(rig, run, ctx, status_address=status_address).run_forever(stop)
+    finally:
+        ctx.destroy(linger=2000)  # forwarded frames may still be in flight
