@@ -111,6 +111,8 @@ class ClipService:
                                        "ring buffer")
         self.clips: list[Clip] = []
         self.saved: list[str] = []
+        self._clips_opened = 0
+        """Clips numbered so far (a finishing clip is in neither ``clips`` nor ``saved``)."""
         self._lock = threading.Lock()
         self._wake: queue.Queue[bool] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="clip-writer", daemon=True)
@@ -194,7 +196,8 @@ class ClipService:
                                 event.name, n, clip.number, clip.start, clip.end)
                     self._wake.put(True)
                     return clip
-            number = len(self.saved) + len(self.clips) + 1
+            self._clips_opened += 1
+            number = self._clips_opened
             folder = self.out / "clips" / f"clip_{number:03d}_n{n}"
             clip = Clip(number, start, end, folder, [event])
             self.clips.append(clip)

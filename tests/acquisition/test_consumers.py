@@ -22,6 +22,7 @@ import pytest
 import zmq
 
 from rigstream import protocol
+from rigstream.acquisition import ringbuffer
 from rigstream.acquisition.recorder import Recorder
 from rigstream.acquisition.ringbuffer import ClipService, send_event
 from rigstream.acquisition.video import read_frames
@@ -366,3 +367,43 @@ def test_assembler_sets_every_index_and_counts_the_bad(
     assert summary["malformed"] == dict(feed.malformed)
     assert summary["seq_gaps"] == {}
     assert summary["pending"] == 0
+
+
+def test_clip_numbers_stay_unique_while_a_clip_is_being_finished(
+        fake: Callable[[RigConfig], FakeCameras], zctx: zmq.Context, run_dir: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event that comes while the writer finishes a clip (closing its videos) opens a new
+    clip with a number, and a folder, of its own."""
+    closing, release = threading.Event(), threading.Event()
+
+    class SlowToClose(ringbuffer.VideoWriter):
+        def close(self) -> None:
+            if not closing.is_set():  # the first clip's first video holds the writer here
+                closing.set()
+                assert release.wait(10)
+            super().close()
+
+    monkeypatch.setattr(ringbuffer, "VideoWriter", SlowToClose)
+    rig = small_rig(ring_buffer={"pre_s": 0.05, "post_s": 0.03, "margin_s": 1.0})
+    feed = Feed(fake(rig))
+    out = tmp_path / "session"
+    service = ClipService(rig, run_dir, out, zctx)
+    first = service.add_event(Event(name="first", trigger_index=5))
+    running = Running(service)
+    feed.fake.wait()
+
+    feed.session(range(10), malformed=False)
+    assert closing.wait(5), "the first clip was never finished"
+    second = service.add_event(Event(name="second", trigger_index=5))
+    release.set()
+    feed.eos(9)
+    summary = running.summary()
+
+    assert (first.number, second.number) == (1, 2)
+    assert first.folder != second.folder
+    assert sorted(Path(c).name for c in summary["clips"]) == ["clip_001_n5", "clip_002_n5"]
+    for folder, name in ((first.folder, "first"), (second.folder, "second")):
+        info = json.loads((folder / "event.json").read_text())
+        assert [e["name"] for e in info["events"]] == [name]
+        check_table_and_videos(folder, {c: folder / f"{c}.mkv" for c in feed.cameras}, feed,
+                               {c: list(range(0, 9)) for c in feed.cameras})
