@@ -30,7 +30,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rigstream.session import Session, SessionPlan, demo_rig
 
     rig = demo_rig(_rig(args), cameras=args.cameras, fps=args.fps, drop_rate=args.drop_rate,
-                   width=args.width, height=args.height, codec=args.codec)
+                   width=args.width, height=args.height, codec=args.codec,
+                   pose=False if args.no_pose else None)
     pulses = round(args.seconds * rig.trigger.rate_hz)
     out = Path(args.out or Path(rig.recording.folder) / time.strftime("demo-%Y%m%d-%H%M%S"))
     post = rig.frames_per(rig.ring_buffer.post_s)
@@ -50,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _summary_ok(s: dict[str, Any]) -> bool:
-    return (s["framesets_mixed"] == 0 and all(
+    return (s["framesets_mixed"] == 0 and s.get("pose", {}).get("out_of_order", 0) == 0 and all(
         s["frames"].get(c, 0) + s["frames_dropped"].get(c, 0) == s["pulses_sent"]
         for c in s["frames"]))
 
@@ -70,11 +71,25 @@ def _print_summary(s: dict[str, Any]) -> None:
     lines.append(f"frame sets  {s['framesets_complete']} complete, "
                  f"{s['framesets_incomplete']} incomplete, {s['framesets_mixed']} mixed")
     lines.append(f"clips       {len(s['clips'])}: {', '.join(s['clips']) or '-'}")
+    if "pose" in s:
+        p = s["pose"]
+        lat = p["latency_pulse_to_pose2d_ms"]
+        line = (f"pose        {p['framesets_posed']} frame sets posed, {p['framesets_skipped']} skipped "
+                f"(latest-wins), {p['out_of_order']} out of order; {p['model']} on {p['engine']}; "
+                f"pulse->Pose2D p50 {_ms(lat.get('p50'))} p99 {_ms(lat.get('p99'))}")
+        err = p.get("error_2d_vs_truth")
+        if err and err.get("median_px") is not None:
+            line += f"; 2D error vs truth median {err['median_px']:.2f} px, p95 {err['p95_px']:.2f} px"
+        lines.append(line)
     gaps = {k: v for k, v in s["transport_seq_gaps"].items() if v}
     if gaps:
         lines.append(f"transport   messages lost: {gaps}")
     lines.append(f"summary     {Path(s['out']) / 'summary.json'}")
     print("\n".join(lines))
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} ms"
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -108,6 +123,13 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pose(args: argparse.Namespace) -> int:
+    from rigstream.inference.pose_engine import run_pose
+
+    run_pose(_rig(args), args.run, args.out, args.status)
+    return 0
+
+
 def cmd_ringbuffer(args: argparse.Namespace) -> int:
     from rigstream.acquisition.ringbuffer import run_ringbuffer
 
@@ -135,8 +157,16 @@ def cmd_event(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     rig = _rig(args)
     cams = ", ".join(f"{c.name} ({c.role}, {c.backend}, {c.width}x{c.height})" for c in rig.cameras)
+    pose = "no pose engine"
+    if rig.pose is not None and rig.pose.enabled:
+        from rigstream.inference.pose_engine import plan_pose
+
+        plan = plan_pose(rig)
+        card = plan.model.card
+        pose = (f"pose model {card.name} ({len(card.keypoints)} keypoints, {card.input.width}x"
+                f"{card.input.height}) on {rig.pose.engine}")
     print(f"{args.config or 'embedded sim.yaml'}: rig {rig.name!r} ok: {cams}; trigger "
-          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend})")
+          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}")
     return 0
 
 
@@ -146,6 +176,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_session(args.session, truth=args.truth)
     print(json.dumps(report, indent=2))
     return 0 if not report["problems"] else 1
+
+
+def _train_config(args: argparse.Namespace, **defaults: Any) -> Any:
+    from rigstream.inference.train import TrainConfig
+
+    cfg = TrainConfig(**defaults)
+    for key in ("iterations", "batch", "crop", "lr", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rigstream.inference.train import format_error_table, train_dlc, train_sim
+
+    out = Path(args.out)
+    if args.sim is not None:
+        rig = load_rig(args.sim or None)
+        cam = rig.cameras[0]
+        scale = args.input_scale
+        input_wh = (args.input_width or round(cam.width * scale),
+                    args.input_height or round(cam.height * scale))
+        cfg = _train_config(args, iterations=6000, crop=112)
+        model, errors = train_sim(rig, out, input_wh, cfg, progress=not args.quiet)
+    else:
+        cfg = _train_config(args, iterations=4000, crop=192)
+        model, errors = train_dlc(Path(args.dlc_project), out, cfg, args.test_fraction,
+                                  progress=not args.quiet)
+    print(format_error_table(errors))
+    t = model.card.training
+    print(f"\nmodel {model.card.name}: {model.folder} ({t['iterations']} iterations in {t['seconds']:.0f} s; "
+          f"input {model.card.input.width}x{model.card.input.height})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rigstream.inference.evaluate import evaluate_dlc
+
+    report = evaluate_dlc(args.model, args.dlc_project, split=args.split, engine=args.engine)
+    from rigstream.inference.train import format_error_table
+
+    print(format_error_table({report["split"]: report["errors"]}))
+    out = Path(args.out) if args.out else Path(args.model) / f"evaluation-{report['split']}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nmean error {report['errors']['all']['mean_px']:.2f} px over {report['frames']} frames -> {out}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -171,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int)
     p.add_argument("--codec", choices=["ffv1", "h264", "h264_lossless", "raw"])
     p.add_argument("--out", help="session folder (default: sessions/demo-<time>)")
+    p.add_argument("--no-pose", action="store_true", help="run without the live pose engine")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("trigger", help="run the trigger daemon (on the Pi, or simulated)")
@@ -194,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_component_args(p)
     p.set_defaults(func=cmd_assemble)
 
+    p = sub.add_parser("pose", help="run the live pose engine on frame sets (latest-wins)")
+    _add_component_args(p)
+    p.add_argument("--out", help="folder for pose2d.csv and pose_timing.csv (default: none)")
+    p.set_defaults(func=cmd_pose)
+
     p = sub.add_parser("ringbuffer", help="keep the last seconds of every camera; save clips")
     _add_component_args(p)
     p.add_argument("--out")
@@ -214,6 +297,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", action="store_true",
                    help="simulated rig: compare every pixel with what the cameras rendered")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("train", help="train a pose model (DeepLabCut project or the simulated rig)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dlc-project", help="DeepLabCut project folder (config.yaml, labeled-data/)")
+    src.add_argument("--sim", nargs="?", const="", metavar="RIG_FILE",
+                     help="frames rendered by the simulated rig (default: the embedded one)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--crop", type=int, help="training crop side, model-input pixels")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (DeepLabCut)")
+    p.add_argument("--input-scale", type=float, default=0.5, help="sim: model input / camera size")
+    p.add_argument("--input-width", type=int)
+    p.add_argument("--input-height", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="pixel error of a model against a DeepLabCut project's labels")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dlc-project", required=True)
+    p.add_argument("--split", choices=["all", "test", "train"], default="all")
+    p.add_argument("--engine", choices=["onnxruntime", "torch", "tensorrt"], default="onnxruntime")
+    p.add_argument("--out", help="JSON report (default: MODEL/evaluation-SPLIT.json)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     p.add_argument("what", choices=["throughput"])

@@ -127,6 +127,28 @@ class RecordingConfig(_Model, kw_only=True):
     flush_interval_s: PositiveFloat = 1.0
 
 
+EngineKind = Literal["onnxruntime", "tensorrt", "torch"]
+
+
+class PoseConfig(_Model, kw_only=True):
+    """The live pose engine: a model folder run on every frame set, latest-wins."""
+
+    enabled: bool = True
+    model: str = "sim"
+    """A shipped model's name (``sim``) or a model folder, relative to the rig file."""
+    engine: EngineKind = "onnxruntime"
+    keypoints: list[str] | None = None
+    """The keypoints the rig expects, in order; the model must have exactly these."""
+    crops: dict[str, Annotated[list[NonNegInt], msgspec.Meta(min_length=4, max_length=4)]] = {}
+    """Per camera ``[x, y, width, height]`` of the frame to feed the model (default: all)."""
+    threads: PositiveInt = 2
+    """CPU threads for the onnxruntime and torch engines."""
+    engine_cache: str | None = None
+    """Folder for built TensorRT engines (default ~/.cache/rigstream/engines)."""
+    device: str = "cpu"
+    """torch engine device (``cpu``, ``cuda``, ``cuda:1``)."""
+
+
 class TransportConfig(_Model, kw_only=True):
     """ZeroMQ addresses. ``{run}`` is the session's runtime folder (ipc sockets live there);
     ``{camera}`` is a camera's name. tcp:// addresses let components run on other hosts."""
@@ -138,6 +160,7 @@ class TransportConfig(_Model, kw_only=True):
     events: str = "ipc://{run}/events"
     control: str = "ipc://{run}/control"
     status: str = "ipc://{run}/status"
+    poses: str = "ipc://{run}/poses"
     sim_lines: str = "ipc://{run}/line-{line}"
     """Simulated electrical lines (trigger, strobes) between the sim pin backend and cameras."""
     frame_hwm: PositiveInt = 2000
@@ -154,6 +177,7 @@ class RigConfig(_Model, kw_only=True):
     ring_buffer: RingBufferConfig = RingBufferConfig()
     recording: RecordingConfig = RecordingConfig()
     transport: TransportConfig = TransportConfig()
+    pose: PoseConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -177,6 +201,10 @@ class RigConfig(_Model, kw_only=True):
                     f"camera {cam.name}: exposure_us ({cam.exposure_us}) must be shorter than "
                     f"the trigger period ({self.trigger.period_ns / 1000:.0f} us)"
                 )
+        if self.pose is not None:
+            unknown = sorted(set(self.pose.crops) - set(names))
+            if unknown:
+                raise ValueError(f"pose.crops names cameras not in the rig: {', '.join(unknown)}")
 
     @property
     def primary(self) -> CameraConfig:
@@ -236,7 +264,20 @@ def _bad_value_detail(doc: object, path: str) -> str:
     return f", got {node!r}"
 
 
-def parse_rig(text: str | bytes, source: str = "<rig>") -> RigConfig:
+def _resolve_model(doc: dict, base_dir: Path | None) -> None:
+    """Make ``pose.model`` a path that holds wherever the rig is written again (a session
+    copies the rig file into its folder): relative folders are resolved against the rig file."""
+    pose = doc.get("pose")
+    if base_dir is None or not isinstance(pose, dict) or not isinstance(pose.get("model"), str):
+        return
+    value = pose["model"]
+    if "/" not in value and "\\" not in value and not (base_dir / value).exists():
+        return  # a shipped model's name
+    p = Path(value).expanduser()
+    pose["model"] = str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def parse_rig(text: str | bytes, source: str = "<rig>", base_dir: Path | None = None) -> RigConfig:
     """Decode a rig file's YAML text; raises ConfigError with one clear line."""
     import yaml
 
@@ -248,6 +289,7 @@ def parse_rig(text: str | bytes, source: str = "<rig>") -> RigConfig:
         raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
+    _resolve_model(doc, base_dir)
     try:
         return msgspec.convert(doc, type=RigConfig, strict=True)
     except msgspec.ValidationError as exc:
@@ -268,7 +310,7 @@ def load_rig(path: str | Path | None = None) -> RigConfig:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read rig file: {exc.strerror}") from None
-    return parse_rig(text, str(p))
+    return parse_rig(text, str(p), base_dir=p.resolve().parent)
 
 
 def with_overrides(rig: RigConfig, **changes: object) -> RigConfig:

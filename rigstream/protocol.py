@@ -146,7 +146,30 @@ class Status(_Message, tag="status", kw_only=True):
     stats: dict[str, Any] = {}
 
 
-AnyMessage = Pulse | Edge | FrameHeader | FrameSetHeader | Event | Command | Reply | Status
+class Pose2D(_Message, tag="pose2d", kw_only=True):
+    """Keypoints of one frame set from the live pose engine, in full-frame pixels."""
+
+    seq: int
+    """Pose message counter; FrameSetHeader.seq is in ``frameset_seq``."""
+    frameset_seq: int
+    trigger_index: int
+    t_pi_ns: int
+    """The frame set's pulse on the Pi's clock (-1 if unknown)."""
+    t_host_ns: int
+    """When this message was published (the pose host's monotonic clock)."""
+    model: str
+    keypoints: list[str]
+    views: dict[str, list[list[float]]]
+    """Per camera (K, 3): x, y in that camera's frame pixels and confidence in [0, 1]."""
+    missing: list[str] = []
+    """Cameras absent from the frame set (no keypoints)."""
+    skipped: int = 0
+    """Frame sets skipped (latest-wins) since the previous Pose2D."""
+    timing_ms: dict[str, float] = {}
+    """wait, preprocess, infer, postprocess for this frame set."""
+
+
+AnyMessage = Pulse | Edge | FrameHeader | FrameSetHeader | Event | Command | Reply | Status | Pose2D
 
 
 class _Envelope(msgspec.Struct):
@@ -157,7 +180,7 @@ class _Envelope(msgspec.Struct):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)
 _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
-_KNOWN_TYPES = {"pulse", "edge", "frame", "frameset", "event", "command", "reply", "status"}
+_KNOWN_TYPES = {"pulse", "edge", "frame", "frameset", "event", "command", "reply", "status", "pose2d"}
 
 
 def encode(msg: _Message) -> bytes:

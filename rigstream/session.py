@@ -79,6 +79,7 @@ class Session:
         self.status_malformed = protocol.MalformedCounter("supervisor status")
         self.components: dict[str, Component] = {}
         self.latest_pulse = -1
+        self.pose_enabled = self.rig.pose is not None and self.rig.pose.enabled
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -92,6 +93,8 @@ class Session:
                                                              "--out", str(self.out)])
         self.components["ringbuffer"] = Component("ringbuffer", ["ringbuffer", *common,
                                                                  "--out", str(self.out)])
+        if self.pose_enabled:
+            self.components["pose"] = Component("pose", ["pose", *common, "--out", str(self.out)])
         consumers = 3  # recorder, ring buffer, assembler
         for cam in self.rig.cameras:
             self.components[f"camera:{cam.name}"] = Component(
@@ -161,6 +164,10 @@ class Session:
     # -- the session ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        if self.pose_enabled:  # a bad model or view is an error before any process starts
+            from rigstream.inference.pose_engine import plan_pose
+
+            plan_pose(self.rig)
         rig_path = self.out / "rig.yaml"
         write_rig(self.rig, rig_path)
         self._plan_components(rig_path)
@@ -239,6 +246,10 @@ class Session:
                      f" incomplete")
         ring = self.components["ringbuffer"].last
         parts.append(f"clips {len(ring.stats.get('clips', [])) if ring else 0}")
+        if "pose" in self.components:
+            pose = self.components["pose"].last
+            p = pose.stats if pose else {}
+            parts.append(f"posed {p.get('framesets_posed', 0)} skipped {p.get('framesets_skipped', 0)}")
         return " | ".join(parts)
 
     def _summary(self, pulses_sent: int, duration_s: float,
@@ -275,8 +286,27 @@ class Session:
             "components": {"cameras": cams, "recorder": rec, "assembler": asm,
                            "ringbuffer": ring},
         }
+        if "pose" in self.components:
+            summary["pose"] = self._pose_summary(stats("pose"))
+            summary["components"]["pose"] = stats("pose")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _pose_summary(self, p: dict[str, Any]) -> dict[str, Any]:
+        out = {
+            "model": p.get("model"), "engine": p.get("engine"), "input": p.get("input"),
+            "framesets_posed": p.get("framesets_posed", 0),
+            "framesets_skipped": p.get("framesets_skipped", 0),
+            "out_of_order": p.get("out_of_order", 0),
+            "latency_pulse_to_pose2d_ms": p.get("latency_ms", {}),
+            "stage_ms": p.get("stage_ms", {}),
+        }
+        pose_csv = self.out / "pose2d.csv"
+        if pose_csv.is_file() and all(c.backend == "sim" for c in self.rig.cameras):
+            from rigstream.inference.simdata import pose2d_errors
+
+            out["error_2d_vs_truth"] = pose2d_errors(self.rig, pose_csv)
+        return out
 
     def _shutdown(self) -> None:
         with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
@@ -303,7 +333,8 @@ class Session:
 
 def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = None,
              drop_rate: float | None = None, width: int | None = None,
-             height: int | None = None, codec: str | None = None) -> RigConfig:
+             height: int | None = None, codec: str | None = None,
+             pose: bool | None = None) -> RigConfig:
     """The rig a demo runs: ``base`` with the camera count, rate and faults overridden."""
     doc = msgspec.to_builtins(base)
     cams = doc["cameras"]
@@ -327,4 +358,6 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
             cam["exposure_us"] = min(cam["exposure_us"], int(0.5e6 / fps))
     if codec is not None:
         doc["recording"]["codec"] = codec
+    if pose is not None and doc.get("pose") is not None:
+        doc["pose"]["enabled"] = pose
     return msgspec.convert(doc, type=RigConfig, strict=True)

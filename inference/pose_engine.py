@@ -1,0 +1,306 @@
+"""The live pose engine: frame sets in (latest-wins), one batch of all views, Pose2D out.
+
+It subscribes to the assembler's frame sets, and on each turn drains what has queued and runs
+only the newest set, so latency never grows with a backlog; the sets it passed over are
+counted from the frame-set sequence numbers (``skipped``). All views of a set go through the
+engine as one batch. Keypoints are mapped back to each camera's full-frame pixels and
+published as :class:`~rigstream.protocol.Pose2D`, and written to ``pose2d.csv`` (one row per
+frame set and camera, DeepLabCut-style ``<kp>_x, <kp>_y, <kp>_likelihood`` columns) with the
+per-set timing in ``pose_timing.csv``.
+
+Setup problems (a corrupt model file, keypoints that differ from the rig file's, a camera
+image the model cannot take) raise :class:`PoseSetupError` before anything runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rigstream import protocol
+from rigstream.config import ConfigError, RigConfig
+from rigstream.frames import STOP_IDLE_S
+from rigstream.inference.engines import Engine, open_engine
+from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
+from rigstream.inference.preprocess import ViewError, ViewTransform
+from rigstream.protocol import Pose2D
+from rigstream.sync.assembler import decode_frameset
+from rigstream.transport import ControlListener, Publisher, StatusReporter, subscriber
+
+logger = logging.getLogger(__name__)
+
+FINISH_IDLE_S = 1.0
+"""After a stop, finish once the last pulse's set was seen and nothing came for this long."""
+
+
+class PoseSetupError(ConfigError):
+    """The rig's pose section cannot run: names the model, camera or file at fault."""
+
+
+@dataclass(frozen=True)
+class PosePlan:
+    model: PoseModel
+    transforms: list[ViewTransform]
+    """One per rig camera, in the rig's camera order (= batch order)."""
+
+
+def plan_pose(rig: RigConfig, open_check: bool = True) -> PosePlan:
+    """Check the rig's pose section against its model; raises PoseSetupError."""
+    cfg = rig.pose
+    if cfg is None or not cfg.enabled:
+        raise PoseSetupError(f"rig {rig.name!r} has no enabled pose section")
+    try:
+        model = load_model(resolve_model_path(cfg.model))
+    except ModelError as exc:
+        raise PoseSetupError(f"pose.model: {exc}") from None
+    if cfg.keypoints is not None and list(cfg.keypoints) != model.keypoints:
+        only_rig = [k for k in cfg.keypoints if k not in model.keypoints]
+        only_model = [k for k in model.keypoints if k not in cfg.keypoints]
+        detail = (f"rig only: {only_rig or '-'}; model only: {only_model or '-'}"
+                  if only_rig or only_model else "same names, different order")
+        raise PoseSetupError(f"pose.keypoints: the rig file expects {list(cfg.keypoints)} but model "
+                             f"{model.card.name} ({model.folder}) has {model.keypoints} ({detail})")
+    transforms = []
+    for cam in rig.cameras:
+        crop = cfg.crops.get(cam.name)
+        try:
+            transforms.append(ViewTransform.make(
+                cam.name, (cam.width, cam.height), (model.card.input.width, model.card.input.height),
+                tuple(crop) if crop else None))  # type: ignore[arg-type]
+        except ViewError as exc:
+            raise PoseSetupError(f"pose: {exc} (model {model.folder})") from None
+    if open_check and cfg.engine == "onnxruntime":
+        try:  # a corrupt or mismatched ONNX file fails here, before the session starts
+            open_engine("onnxruntime", model, len(rig.cameras), threads=1).close()
+        except ModelError as exc:
+            raise PoseSetupError(f"pose.model: {exc}") from None
+    return PosePlan(model, transforms)
+
+
+def make_engine(rig: RigConfig, plan: PosePlan) -> Engine:
+    cfg = rig.pose
+    assert cfg is not None
+    views = len(rig.cameras)
+    try:
+        if cfg.engine == "onnxruntime":
+            return open_engine("onnxruntime", plan.model, views, threads=cfg.threads)
+        if cfg.engine == "torch":
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+            return open_engine("torch", plan.model, views, device=cfg.device)
+        return open_engine("tensorrt", plan.model, views, cache_dir=cfg.engine_cache)
+    except ModelError as exc:
+        raise PoseSetupError(f"pose.model: {exc}") from None
+
+
+class PoseEngineNode:
+    def __init__(self, rig: RigConfig, run: str, out: str | Path | None = None,
+                 ctx: zmq.Context | None = None, status_address: str | None = None,
+                 engine: Engine | None = None, plan: PosePlan | None = None) -> None:
+        self.rig = rig
+        ctx = ctx or zmq.Context.instance()
+        self.plan = plan or plan_pose(rig, open_check=engine is None)
+        self.engine = engine or make_engine(rig, self.plan)
+        self.cameras = [c.name for c in rig.cameras]
+        self.keypoints = self.plan.model.keypoints
+        self.model_name = self.plan.model.card.name
+        self.sub = subscriber(ctx, rig.address("framesets", run), hwm=8)
+        self.pub = Publisher(ctx, rig.address("poses", run), hwm=1000)
+        self.status = StatusReporter(ctx, status_address, "pose")
+        self.control = ControlListener(ctx, status_address and rig.address("control", run), "pose")
+        self.malformed = protocol.MalformedCounter("pose engine")
+        self.batch = np.zeros(self.engine.input_shape, np.float32)
+        self.frame_xyc = np.full((len(self.cameras), len(self.keypoints), 3), np.nan, np.float32)
+        self.seq = 0
+        self.posed = 0
+        self.skipped = 0
+        self.out_of_order = 0
+        self.last_set_seq = -1
+        self.last_index = -1
+        self.latency_ms: list[float] = []
+        self.stage_ms: dict[str, list[float]] = {
+            k: [] for k in ("wait", "preprocess", "infer", "postprocess")}
+        self._csv = self._timing_csv = None
+        self._files: list[Any] = []
+        if out is not None:
+            self._open_files(Path(out))
+
+    def _open_files(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / "pose2d.csv", "w", newline="")  # noqa: SIM115 (closed in close())
+        t = open(out / "pose_timing.csv", "w", newline="")  # noqa: SIM115
+        self._files = [f, t]
+        self._csv = csv.writer(f)
+        self._csv.writerow(["trigger_index", "t_pi_ns", "t_pose_ns", "camera"]
+                           + [f"{k}_{c}" for k in self.keypoints for c in ("x", "y", "likelihood")])
+        self._timing_csv = csv.writer(t)
+        self._timing_csv.writerow(["trigger_index", "frameset_seq", "skipped_before", "cameras",
+                                   "wait_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
+                                   "latency_ms"])
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
+        stop = stop or threading.Event()
+        self.status.report("ready", **self.summary())
+        last_report = time.monotonic()
+        stopping_at: float | None = None
+        last_pulse: int | None = None
+        last_set = time.monotonic()
+        try:
+            while True:
+                cmd = self.control.poll()
+                if (stop.is_set() or (cmd is not None and cmd.cmd == "stop")) and stopping_at is None:
+                    stopping_at = time.monotonic()
+                    if cmd is not None and "pulses" in cmd.args:
+                        last_pulse = int(cmd.args["pulses"]) - 1
+                if stopping_at is not None:
+                    idle = time.monotonic() - last_set
+                    seen_last = last_pulse is None or self.last_index >= last_pulse
+                    if (seen_last and idle > FINISH_IDLE_S) or idle > STOP_IDLE_S:
+                        break
+                if self.step(timeout_ms=20):
+                    last_set = time.monotonic()
+                self.pub.poll_subscriptions()
+                if time.monotonic() - last_report > 0.5:
+                    last_report = time.monotonic()
+                    self.status.report("running", **self.summary())
+            summary = self.summary()
+            self.status.report("done", **summary)
+            return summary
+        except Exception as exc:
+            logger.exception("pose engine failed")
+            self.status.report("error", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.close()
+
+    def step(self, timeout_ms: int) -> bool:
+        """Wait for frame sets, run the newest; True if one was posed."""
+        t_wait = time.perf_counter()
+        if not self.sub.poll(timeout_ms, zmq.POLLIN):
+            return False
+        newest = None
+        while True:  # drain: keep only the newest valid set
+            try:
+                parts = self.sub.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                newest = decode_frameset(parts)
+            except protocol.ProtocolError as err:
+                self.malformed(err)
+        if newest is None:
+            return False
+        t_pre = time.perf_counter()
+        head, views = newest
+        if head.seq <= self.last_set_seq or head.trigger_index <= self.last_index:
+            self.out_of_order += 1
+            logger.warning("pose: frame set %d (seq %d) arrived after %d (seq %d); not posed",
+                           head.trigger_index, head.seq, self.last_index, self.last_set_seq)
+            return False
+        skipped = head.seq - self.last_set_seq - 1 if self.last_set_seq >= 0 else head.seq
+        self.skipped += skipped
+        present = np.zeros(len(self.cameras), bool)
+        for h, pixels in views:
+            try:
+                i = self.cameras.index(h.camera)
+            except ValueError:
+                self.malformed(protocol.ProtocolError("unknown-camera", h.camera))
+                continue
+            self.plan.transforms[i].apply(pixels, self.batch[i])
+            present[i] = True
+        t_infer = time.perf_counter()
+        out = self.engine.infer(self.batch)
+        t_post = time.perf_counter()
+        xyc = self.frame_xyc
+        for i, tf in enumerate(self.plan.transforms):
+            if present[i]:
+                tf.to_frame(out[i], xyc[i])
+            else:
+                xyc[i] = np.nan
+        msg = Pose2D(seq=self.seq, frameset_seq=head.seq, trigger_index=head.trigger_index,
+                     t_pi_ns=head.t_pi_ns, t_host_ns=0, model=self.model_name, keypoints=self.keypoints,
+                     views={c: xyc[i].tolist() for i, c in enumerate(self.cameras) if present[i]},
+                     missing=[c for i, c in enumerate(self.cameras) if not present[i]], skipped=skipped)
+        t_end = time.perf_counter()
+        msg.timing_ms = {"wait": round((t_pre - t_wait) * 1e3, 3),
+                         "preprocess": round((t_infer - t_pre) * 1e3, 3),
+                         "infer": round((t_post - t_infer) * 1e3, 3),
+                         "postprocess": round((t_end - t_post) * 1e3, 3)}
+        msg.t_host_ns = time.monotonic_ns()
+        self.pub.send(msg)
+        latency = (msg.t_host_ns - head.t_pi_ns) / 1e6 if head.t_pi_ns >= 0 else float("nan")
+        self.seq += 1
+        self.posed += 1
+        self.last_set_seq = head.seq
+        self.last_index = head.trigger_index
+        self.latency_ms.append(latency)
+        for k, v in msg.timing_ms.items():
+            self.stage_ms[k].append(v)
+        self._write(msg, latency)
+        return True
+
+    def _write(self, msg: Pose2D, latency_ms: float) -> None:
+        if self._csv is None or self._timing_csv is None:
+            return
+        for cam, rows in msg.views.items():
+            self._csv.writerow([msg.trigger_index, msg.t_pi_ns, msg.t_host_ns, cam]
+                               + [f"{v:.3f}" if j % 3 < 2 else f"{v:.4f}"
+                                  for row in rows for j, v in enumerate(row)])
+        t = msg.timing_ms
+        self._timing_csv.writerow([msg.trigger_index, msg.frameset_seq, msg.skipped, len(msg.views),
+                                   t["wait"], t["preprocess"], t["infer"], t["postprocess"],
+                                   f"{latency_ms:.3f}"])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name, "engine": self.engine.name, "views": self.engine.views,
+            "input": list(self.engine.input_shape),
+            "framesets_posed": self.posed, "framesets_skipped": self.skipped,
+            "out_of_order": self.out_of_order, "last_trigger_index": self.last_index,
+            "latency_ms": percentiles(self.latency_ms),
+            "stage_ms": {k: percentiles(v) for k, v in self.stage_ms.items()},
+            "malformed": self.malformed.as_dict(),
+        }
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+        self._csv = self._timing_csv = None
+        for part in (self.sub,):
+            part.close(linger=0)
+        for part in (self.pub, self.status, self.control):
+            part.close()
+        self.engine.close()
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    a = np.asarray([v for v in values if v == v], dtype=np.float64)
+    if a.size == 0:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+            "max": round(float(a.max()), 3), "n": int(a.size)}
+
+
+def run_pose(rig: RigConfig, run: str, out: str | None = None,
+             status_address: str | None = None) -> dict[str, Any]:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ctx = zmq.Context()
+    try:
+        return PoseEngineNode(rig, run, out, ctx, status_address).run_forever(stop)
+    finally:
+        ctx.destroy(linger=1000)
