@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="the inference tests need torch (pip install -e .[train])")
-
-
 def make_model_dir(folder: Path, keypoints: int = 3, height: int = 64, width: int = 96,
                    channels: int = 1, seed: int = 0):
+    torch = pytest.importorskip("torch", reason="model folders are made with torch (pip install -e .[train])")
     from rigstream.inference.checkpoint import save_model_dir
     from rigstream.inference.model import KeypointNet, NetSpec
 
