@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from rigstream.config import InputError
+
 logger = logging.getLogger(__name__)
 
 LABELED_DATA = "labeled-data"
@@ -40,7 +42,7 @@ _IGNORED_COORDS = ("likelihood",)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class DlcProjectError(ValueError):
+class DlcProjectError(InputError):
     """A DeepLabCut project that cannot be read; the message names the file and what is wrong."""
 
 

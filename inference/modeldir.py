@@ -17,10 +17,12 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from rigstream.config import InputError
+
 CARD_FORMAT = "rigstream-pose/1"
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model folder that cannot be used; the message names the folder and what is wrong."""
 
 

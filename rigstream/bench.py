@@ -135,4 +135,10 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "throughput":
         return throughput(args)
+    if what == "inference":
+        from rigstream.inference.evaluate import bench_inference
+
+        engines = [e for e in args.engine.split(",") if e]
+        return bench_inference(args.model, engines, args.views, iterations=args.iterations,
+                               threads=args.threads)
     raise ValueError(f"unknown benchmark {what!r}")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rigstream.config import ConfigError, RigConfig, load_rig
+from rigstream.config import InputError, RigConfig, load_rig
 
 logger = logging.getLogger("rigstream")
 
@@ -225,6 +225,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from rigstream.inference.modeldir import load_model
+    from rigstream.inference.trt_engine import build_and_time
+
+    result = build_and_time(load_model(args.model), args.views, iterations=args.iterations,
+                            cache_dir=args.cache, fp16=not args.fp32)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rigstream.bench import run_bench
 
@@ -324,14 +334,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON report (default: MODEL/evaluation-SPLIT.json)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("build-engine", help="build (or load from the cache) and time a TensorRT engine")
+    p.add_argument("--model", required=True)
+    p.add_argument("--views", type=int, default=2, help="batch size = cameras per frame set")
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--cache", help="engine cache folder (default ~/.cache/rigstream/engines)")
+    p.add_argument("--fp32", action="store_true", help="build without FP16")
+    p.set_defaults(func=cmd_build_engine)
+
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=["throughput"])
+    p.add_argument("what", choices=["throughput", "inference"])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rates", default="", help="comma-separated trigger rates to try")
     p.add_argument("--width", type=int, default=1440)
     p.add_argument("--height", type=int, default=1080)
     p.add_argument("--codec", default="raw", choices=["ffv1", "h264", "h264_lossless", "raw"])
     p.add_argument("--out", default=None)
+    p.add_argument("--model", default="sim", help="inference: model folder (default: the shipped sim model)")
+    p.add_argument("--engine", default="onnxruntime,torch",
+                   help="inference: comma-separated engines, timed side by side")
+    p.add_argument("--views", type=int, default=2, help="inference: batch = views of one frame set")
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2, help="inference: CPU threads per engine")
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -347,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except InputError as exc:
         print(f"rigstream: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

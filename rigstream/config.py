@@ -23,7 +23,12 @@ Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from a user (a file, a folder, a value); the message says what and where.
+    The CLI prints it as one line and exits with status 2."""
+
+
+class ConfigError(InputError):
     """A rig file that cannot be used; the message names the file and the key path."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 def make_model_dir(folder: Path, keypoints: int = 3, height: int = 64, width: int = 96,
                    channels: int = 1, seed: int = 0):
     torch = pytest.importorskip("torch", reason="model folders are made with torch (pip install -e .[train])")
