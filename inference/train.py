@@ -150,7 +150,7 @@ def train_net(sample: SampleFn, keypoints: list[str], channels: int, cfg: TrainC
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar(step, float(np.mean(losses[-50:])))
         if on_step:
             on_step(step, losses[-1])

@@ -190,6 +190,8 @@ def _train_config(args: argparse.Namespace, **defaults: Any) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.crop is not None and (args.crop % 16 or args.crop < 32):
+        raise InputError(f"train: --crop {args.crop} must be a multiple of 16, at least 32")
     from rigstream.inference.train import format_error_table, train_dlc, train_sim
 
     out = Path(args.out)
@@ -199,8 +201,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         scale = args.input_scale
         input_wh = (args.input_width or round(cam.width * scale),
                     args.input_height or round(cam.height * scale))
+        if input_wh[0] % 16 or input_wh[1] % 16:
+            raise InputError(f"train --sim: model input {input_wh[0]}x{input_wh[1]} (camera {cam.width}x"
+                             f"{cam.height} x {scale:g}) needs sides that are multiples of 16; "
+                             f"set --input-width/--input-height")
         cfg = _train_config(args, iterations=6000, crop=112)
-        model, errors = train_sim(rig, out, input_wh, cfg, progress=not args.quiet)
+        model, errors = train_sim(rig, out, input_wh, cfg, test_frames=args.eval_frames,
+                                  progress=not args.quiet)
     else:
         cfg = _train_config(args, iterations=4000, crop=192)
         model, errors = train_dlc(Path(args.dlc_project), out, cfg, args.test_fraction,
@@ -323,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-scale", type=float, default=0.5, help="sim: model input / camera size")
     p.add_argument("--input-width", type=int)
     p.add_argument("--input-height", type=int)
+    p.add_argument("--eval-frames", type=int, default=200, help="sim: fresh frames for the error table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -1,0 +1,192 @@
+"""The live pose engine: latest-wins over real ZeroMQ frame sets, one batch per set, keypoints
+back in frame pixels, malformed input survived, bad setups refused before anything runs."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+import zmq
+
+from rigstream import protocol
+from rigstream.config import RigConfig
+from rigstream.inference.engines import Engine
+from rigstream.inference.pose_engine import PoseEngineNode, PoseSetupError, plan_pose
+from rigstream.protocol import FrameHeader, FrameSetHeader, Pose2D
+from rigstream.transport import Publisher, subscriber
+from tests.conftest import run_in_thread, small_rig
+from tests.inference.conftest import make_model_dir
+
+KP = ["kp0", "kp1", "kp2"]
+
+
+@pytest.fixture(scope="module")
+def model_64x48(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("m") / "model", height=48, width=64)
+
+
+def pose_rig(model, **pose: Any) -> RigConfig:
+    return small_rig(2, 64, 48, pose={"model": str(model.folder), "keypoints": KP, **pose})
+
+
+class SlowFixedEngine(Engine):
+    """Answers (10 + view, 20 + keypoint, 0.9) after ``delay_s``; records the batches."""
+
+    name = "fake"
+
+    def __init__(self, model, views, delay_s=0.0):
+        super().__init__(model, views)
+        self.delay_s = delay_s
+        self.batches: list[np.ndarray] = []
+
+    def _do_infer(self, batch):
+        self.batches.append(batch.copy())
+        time.sleep(self.delay_s)
+        v, k = self.output_shape[:2]
+        out = np.zeros(self.output_shape, np.float32)
+        out[..., 0] = 10 + np.arange(v)[:, None]
+        out[..., 1] = 20 + np.arange(k)[None, :]
+        out[..., 2] = 0.9
+        return out
+
+
+class Harness:
+    def __init__(self, rig, run, ctx, engine_delay_s=0.0):
+        self.rig = rig
+        self.pub = Publisher(ctx, rig.address("framesets", run), hwm=10_000)
+        self.poses = subscriber(ctx, rig.address("poses", run))
+        plan = plan_pose(rig)
+        self.engine = SlowFixedEngine(plan.model, len(rig.cameras), engine_delay_s)
+        self.node = PoseEngineNode(rig, run, None, ctx, engine=self.engine, plan=plan)
+        assert self.pub.wait_for_subscribers(1, 5)
+        assert self.node.pub.wait_for_subscribers(1, 5)
+        self.stop = threading.Event()
+        self.thread, self.result = run_in_thread(lambda: self.node.run_forever(self.stop))
+        self.seq = 0
+
+    def send_set(self, n: int, cameras: list[str] | None = None) -> None:
+        cams = cameras if cameras is not None else [c.name for c in self.rig.cameras]
+        head = FrameSetHeader(seq=self.seq, trigger_index=n, t_pi_ns=time.monotonic_ns(), cameras=cams,
+                              missing=[c.name for c in self.rig.cameras if c.name not in cams])
+        parts: list[Any] = [protocol.encode(head)]
+        for i, c in enumerate(cams):
+            h = FrameHeader(camera=c, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0, t_host_ns=0,
+                            width=64, height=48)
+            parts += [protocol.encode(h), np.full((48, 64), (n + 40 * i) % 256, np.uint8).data]
+        self.pub.sock.send_multipart(parts, copy=False)
+        self.seq += 1
+
+    def finish(self) -> tuple[dict[str, Any], list[Pose2D]]:
+        self.stop.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+        if "error" in self.result:
+            raise self.result["error"]
+        got = []
+        while self.poses.poll(200, zmq.POLLIN):
+            got.append(protocol.decode(self.poses.recv(), Pose2D))
+        return self.result["value"], got
+
+
+@pytest.fixture
+def harness(zctx, run_dir, model_64x48):
+    made = []
+
+    def make(**kw):
+        h = Harness(pose_rig(model_64x48, **kw.pop("pose", {})), run_dir, zctx, **kw)
+        made.append(h)
+        return h
+    yield make
+
+
+def test_latest_wins_poses_the_newest_set_and_counts_the_rest(harness):
+    h = harness(engine_delay_s=0.03)
+    for n in range(60):
+        h.send_set(n)
+        time.sleep(0.002)
+    summary, poses = h.finish()
+    indices = [p.trigger_index for p in poses]
+    assert indices == sorted(set(indices)), "a frame set was posed twice or out of order"
+    assert 2 <= len(poses) < 60, "with a 30 ms engine and a set every 2 ms most sets are skipped"
+    assert indices[-1] == 59, "the newest set is always posed"
+    assert summary["framesets_posed"] + summary["framesets_skipped"] == 60
+    assert sum(p.skipped for p in poses) == summary["framesets_skipped"]
+    assert summary["out_of_order"] == 0
+    for p in poses:  # the batch really held this set's pixels, both views
+        assert set(p.views) == {"cam0", "cam1"}
+        assert set(p.timing_ms) == {"wait", "preprocess", "infer", "postprocess"}
+    assert len(h.engine.batches) == len(poses)
+    last = h.engine.batches[-1]
+    assert last.shape == (2, 1, 48, 64)
+    assert last[0].min() == last[0].max() == 59 and last[1].min() == 99
+
+
+def test_keypoints_return_in_each_cameras_frame_pixels(harness):
+    h = harness(pose={"crops": {"cam1": [8, 4, 32, 24]}})  # cam1: a quarter of its frame, x2
+    h.send_set(0)
+    time.sleep(0.3)
+    _, poses = h.finish()
+    (p,) = poses
+    cam0 = np.array(p.views["cam0"])
+    cam1 = np.array(p.views["cam1"])
+    assert cam0[:, :2].tolist() == [[10, 20], [10, 21], [10, 22]]  # identity: model px = frame px
+    # cam1: x = 8 + (11 + 0.5) / 2 - 0.5, y = 4 + (20 + k + 0.5) / 2 - 0.5
+    assert cam1[:, :2] == pytest.approx(np.array([[13.25, 13.75], [13.25, 14.25], [13.25, 14.75]]))
+    assert cam1[:, 2] == pytest.approx([0.9] * 3)
+    assert p.keypoints == KP and p.model == "tiny"
+
+
+def test_missing_camera_and_malformed_messages_do_not_stop_the_engine(harness):
+    h = harness()
+    h.send_set(0, cameras=["cam0"])
+    time.sleep(0.2)
+    for bad in ([b"\xc1garbage"], [protocol.encode(FrameSetHeader(seq=99, trigger_index=5, t_pi_ns=0,
+                                                                  cameras=["cam0"]))],
+                [msgspec.msgpack.encode({"type": "frameset", "v": 7})]):
+        h.pub.sock.send_multipart(bad)
+    time.sleep(0.2)
+    h.send_set(1)
+    time.sleep(0.3)
+    summary, poses = h.finish()
+    assert [p.trigger_index for p in poses] == [0, 1]
+    assert poses[0].missing == ["cam1"] and list(poses[0].views) == ["cam0"]
+    assert sum(summary["malformed"].values()) == 3
+
+
+def test_bad_setups_are_refused_before_anything_runs(model_64x48, tmp_path):
+    wrong = small_rig(2, 64, 48, pose={"model": str(model_64x48.folder),
+                                       "keypoints": ["snout", "kp1", "kp2"]})
+    with pytest.raises(PoseSetupError, match=r"pose.keypoints: the rig file expects .*rig only: \['snout'\]"):
+        plan_pose(wrong)
+    wide = small_rig(2, 64, 36, pose={"model": str(model_64x48.folder)})
+    with pytest.raises(PoseSetupError, match=r"camera cam0: the model takes 64x48 .* gives 64x36"):
+        plan_pose(wide)
+    broken = tmp_path / "broken"
+    shutil.copytree(model_64x48.folder, broken)
+    (broken / "model.onnx").write_bytes(b"not onnx at all")
+    with pytest.raises(PoseSetupError, match=r"broken/model\.onnx: file does not match the sha256"):
+        plan_pose(small_rig(2, 64, 48, pose={"model": str(broken)}))
+    with pytest.raises(PoseSetupError, match=r"pose.model: .*nowhere: model folder not found"):
+        plan_pose(small_rig(2, 64, 48, pose={"model": str(tmp_path / "nowhere")}))
+
+
+def test_rig_check_and_demo_print_the_setup_error_and_exit_2(model_64x48, tmp_path, capsys):
+    import yaml
+
+    from rigstream.cli import main
+
+    doc = msgspec.to_builtins(small_rig(2, 64, 36))
+    doc["pose"] = {"model": "model", "keypoints": KP}
+    shutil.copytree(model_64x48.folder, tmp_path / "model")  # relative to the rig file
+    rig_file = tmp_path / "rig.yaml"
+    rig_file.write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(rig_file)]) == 2
+    assert "the model takes 64x48" in capsys.readouterr().err
+    assert main(["demo", "--config", str(rig_file), "--seconds", "1", "--out", str(tmp_path / "s")]) == 2
+    assert "the model takes 64x48" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "logs").exists(), "no component may start with a bad pose setup"
