@@ -75,6 +75,9 @@ class OnnxRuntimeEngine(Engine):
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Worker threads sleep between runs instead of spinning: on a rig host the cameras,
+        # recorder and encoder share the cores, and a spinning pool would starve them.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(model.onnx_bytes(), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])

@@ -258,7 +258,7 @@ def save(folder: Path, net: KeypointNet, **card: Any) -> PoseModel:
 
 
 def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, test_frames: int = 200,
-              progress: bool = True) -> tuple[PoseModel, dict[str, Any]]:
+              progress: bool = True, command: str = "") -> tuple[PoseModel, dict[str, Any]]:
     """Train on frames rendered by the simulated rig ``rig`` (a RigConfig); the model takes the
     rig's frames resized to ``input_wh``. Errors are measured on fresh frames in frame pixels."""
     from rigstream.acquisition import sim_world
@@ -290,6 +290,7 @@ def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, 
         pred = predict(net, images)
         full = np.stack([frames.transform.to_frame(p) for p in pred])
         errors[split] = pixel_errors(full, truth, keypoints)
+    record["command"] = command
     record.update({"data": f"simulated rig {rig.name}: rings of 2-6 cameras at {cam.width}x{cam.height}, "
                            f"motion seeds {TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1} (test: unseen seeds)",
                    "frames_test": test_frames, "error_units": "frame pixels"})
@@ -301,7 +302,7 @@ def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, 
 
 
 def train_dlc(project: Path, out: Path, cfg: TrainConfig, test_fraction: float = 0.2,
-              progress: bool = True) -> tuple[PoseModel, dict[str, Any]]:
+              progress: bool = True, command: str = "") -> tuple[PoseModel, dict[str, Any]]:
     """Train on a DeepLabCut project's labeled frames with a held-out split (saved as
     ``split.json`` in the model folder); the model takes whole frames at the project's size."""
     from rigstream.inference import dlc
@@ -332,6 +333,7 @@ def train_dlc(project: Path, out: Path, cfg: TrainConfig, test_fraction: float =
     for split, idx in (("train", train_idx), ("test", test_idx)):
         pred = predict(net, [images[i] for i in idx])
         errors[split] = pixel_errors(pred, kps[idx], data.keypoints)
+    record["command"] = command
     record.update({"data": f"DeepLabCut project {data.task} ({data.scorer}): {len(data.images)} labeled "
                            f"frames at {width}x{height}",
                    "project": str(Path(project).resolve()), "frames_train": len(train_idx),

@@ -195,6 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rigstream.inference.train import format_error_table, train_dlc, train_sim
 
     out = Path(args.out)
+    command = "rigstream " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "rigstream train"
     if args.sim is not None:
         rig = load_rig(args.sim or None)
         cam = rig.cameras[0]
@@ -207,11 +208,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"set --input-width/--input-height")
         cfg = _train_config(args, iterations=6000, crop=112)
         model, errors = train_sim(rig, out, input_wh, cfg, test_frames=args.eval_frames,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, command=command)
     else:
         cfg = _train_config(args, iterations=4000, crop=192)
         model, errors = train_dlc(Path(args.dlc_project), out, cfg, args.test_fraction,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, command=command)
     print(format_error_table(errors))
     t = model.card.training
     print(f"\nmodel {model.card.name}: {model.folder} ({t['iterations']} iterations in {t['seconds']:.0f} s; "

@@ -98,6 +98,25 @@ def check_clips(out: Path, s: dict[str, Any], truth: TruthRenderer | None) -> No
                     assert (img == truth.image(cam, int(r["trigger_index"]))).all()
 
 
+def check_pose(out: Path, s: dict[str, Any]) -> None:
+    """Live pose ran latest-wins: sets posed once each, in order, every row on file."""
+    p = s["pose"]
+    assert p["framesets_posed"] > 0 and p["out_of_order"] == 0
+    assert p["framesets_posed"] + p["framesets_skipped"] <= s["pulses_sent"]
+    timing = read_rows(out / "pose_timing.csv")
+    posed = [int(r["trigger_index"]) for r in timing]
+    assert len(posed) == p["framesets_posed"]
+    assert posed == sorted(set(posed)), "a frame set was posed twice or out of order"
+    assert sum(int(r["skipped_before"]) for r in timing) == p["framesets_skipped"]
+    rows = by_camera(read_rows(out / "pose2d.csv"))
+    for cam_rows in rows.values():
+        indices = [int(r["trigger_index"]) for r in cam_rows]
+        assert indices == sorted(set(indices)) and set(indices) <= set(posed)
+    lat = p["latency_pulse_to_pose2d_ms"]
+    assert lat["n"] == p["framesets_posed"] and 0 < lat["p50"] <= lat["p99"]
+    assert p["error_2d_vs_truth"]["framesets"] == p["framesets_posed"]
+
+
 def test_two_cameras_lossless(tmp_path: Path) -> None:
     out = tmp_path / "s"
     s = run_demo(out, "--seconds", "3", "--cameras", "2", "--fps", "100")
@@ -111,6 +130,9 @@ def test_two_cameras_lossless(tmp_path: Path) -> None:
         check_video(out / "video" / f"{cam}.mkv", cam_rows, truth, cam)
     check_clips(out, s, truth)
     assert (out / "recording.json").exists() and (out / "logs").is_dir()
+    check_pose(out, s)
+    # the shipped model on the demo's own frames (motion it never saw in training)
+    assert s["pose"]["error_2d_vs_truth"]["median_px"] <= 2.5
 
 
 def test_dropped_frames_are_reported(tmp_path: Path) -> None:
@@ -124,6 +146,13 @@ def test_dropped_frames_are_reported(tmp_path: Path) -> None:
     check_clips(out, s, None)
 
 
+def test_demo_without_pose_runs_no_pose_engine(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    s = run_demo(out, "--seconds", "1", "--fps", "50", "--width", "160", "--height", "120", "--no-pose")
+    assert "pose" not in s and not (out / "pose2d.csv").exists()
+    check_accounting(out, s)
+
+
 def test_six_cameras(tmp_path: Path) -> None:
     out = tmp_path / "s"
     s = run_demo(out, "--seconds", "2", "--cameras", "6", "--fps", "50",
@@ -134,3 +163,5 @@ def test_six_cameras(tmp_path: Path) -> None:
     for cam, cam_rows in rows.items():
         check_video(out / "video" / f"{cam}.mkv", cam_rows, truth, cam)
     check_clips(out, s, truth)
+    check_pose(out, s)  # one batch of six views per set
+    assert s["pose"]["input"] == [6, 1, 240, 320]
