@@ -109,7 +109,7 @@ class PoseEngineNode:
                  engine: Engine | None = None, plan: PosePlan | None = None) -> None:
         self.rig = rig
         ctx = ctx or zmq.Context.instance()
-        self.plan = plan or plan_pose(rig, open_check=engine is None)
+        self.plan = plan or plan_pose(rig, open_check=False)  # make_engine opens the model itself
         self.engine = engine or make_engine(rig, self.plan)
         self.cameras = [c.name for c in rig.cameras]
         self.keypoints = self.plan.model.keypoints
