@@ -21,7 +21,6 @@ invalid after :meth:`TensorRTEngine.close`).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import json
@@ -471,9 +470,6 @@ class TensorRTEngine(Engine):
             raise RuntimeError(f"tensorrt engine for {self.model.card.name}: releasing CUDA resources "
                                f"failed: {'; '.join(failures)}")
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
 
 def build_and_time(model: PoseModel, views: int, iterations: int = 200,
