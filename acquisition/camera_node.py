@@ -130,7 +130,6 @@ class CameraNode:
             self.camera.start()
             self._wait_ready(stop)
             self.status.report("ready", **self.summary())
-            last_report = time.monotonic()
             while not stop.is_set():
                 cmd = self.control.poll()
                 if cmd is not None and cmd.cmd == "stop":
@@ -140,9 +139,7 @@ class CameraNode:
                 self.pulses.drain()
                 if frame is not None:
                     self._handle(frame)
-                if time.monotonic() - last_report > 0.5:
-                    last_report = time.monotonic()
-                    self.status.report("running", **self.summary())
+                self.status.heartbeat(self.summary)
             self._finish(final_pulses)
             summary = self.summary()
             self.status.report("done", **summary)

@@ -31,7 +31,7 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition.video import LOSSLESS, VideoWriter
 from rigstream.config import RigConfig
-from rigstream.frames import STOP_IDLE_S, FrameReceiver, Received
+from rigstream.frames import FrameReceiver, Received, StopWait
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.transport import ControlListener, StatusReporter, subscriber
 
@@ -106,33 +106,23 @@ class Recorder:
         self._closed = False
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        stop = stop or threading.Event()
-        stop_deadline: float | None = None
+        waiting = StopWait(self.control, stop or threading.Event())
         self.status.report("ready", **self.summary())
-        last_report = time.monotonic()
         try:
             while not self.frames.all_ended:
-                if stop.is_set() and stop_deadline is None:
-                    stop_deadline = time.monotonic() + STOP_IDLE_S
-                cmd = self.control.poll()
-                if cmd is not None and cmd.cmd == "stop" and stop_deadline is None:
-                    stop_deadline = time.monotonic() + STOP_IDLE_S
-                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                waiting.poll()
+                if waiting.expired:
                     logger.warning("recorder: cameras %s never ended their streams",
                                    sorted(set(self.frames.cameras) - self.frames.ended))
                     break
                 got = self.frames.recv(timeout_ms=20)
                 if got is not None:
                     self._record(got)
-                    if stop_deadline is not None:  # still catching up: keep waiting
-                        stop_deadline = time.monotonic() + STOP_IDLE_S
+                    waiting.progressed()  # still catching up: keep waiting
                 self._drain_pulses()
-                now = time.monotonic()
-                if now - self._last_flush > self.rig.recording.flush_interval_s:
+                if time.monotonic() - self._last_flush > self.rig.recording.flush_interval_s:
                     self._flush()
-                if now - last_report > 0.5:
-                    last_report = now
-                    self.status.report("running", **self.summary())
+                self.status.heartbeat(self.summary)
             self._drain_pulses()
             summary = self.close()
             self.status.report("done", **summary)

@@ -18,7 +18,6 @@ import logging
 import queue
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from rigstream import protocol
 from rigstream.acquisition.recorder import FRAME_COLUMNS, frame_row
 from rigstream.acquisition.video import VideoWriter
 from rigstream.config import RigConfig
-from rigstream.frames import STOP_IDLE_S, FrameReceiver
+from rigstream.frames import FrameReceiver, StopWait
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, Event, FrameHeader
 from rigstream.transport import ControlListener, StatusReporter, bind_address
 
@@ -125,21 +124,16 @@ class ClipService:
     # -- main loop: frames and events in -----------------------------------------------------
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        stop = stop or threading.Event()
+        waiting = StopWait(self.control, stop or threading.Event())
         self._writer.start()
         self.status.report("ready", **self.summary())
         poller = zmq.Poller()
         poller.register(self.frames.sock, zmq.POLLIN)
         poller.register(self.events_sock, zmq.POLLIN)
-        last_report = time.monotonic()
-        stop_deadline: float | None = None
         try:
             while not self.frames.all_ended:
-                cmd = self.control.poll()
-                if (stop.is_set() or (cmd is not None and cmd.cmd == "stop")) \
-                        and stop_deadline is None:
-                    stop_deadline = time.monotonic() + STOP_IDLE_S
-                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                waiting.poll()
+                if waiting.expired:
                     break
                 ready = dict(poller.poll(20))
                 if self.events_sock in ready:
@@ -148,11 +142,8 @@ class ClipService:
                     if not got.header.flags & FLAG_EOS:
                         self.rings[got.header.camera].put(got.header, got.pixels)
                     self._wake.put(True)
-                    if stop_deadline is not None:  # still catching up: keep waiting
-                        stop_deadline = time.monotonic() + STOP_IDLE_S
-                if time.monotonic() - last_report > 0.5:
-                    last_report = time.monotonic()
-                    self.status.report("running", **self.summary())
+                    waiting.progressed()  # still catching up: keep waiting
+                self.status.heartbeat(self.summary)
             self._take_events()
             summary = self.close()
             self.status.report("done", **summary)

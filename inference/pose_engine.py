@@ -28,7 +28,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import ConfigError, RigConfig
-from rigstream.frames import STOP_IDLE_S
+from rigstream.frames import StopWait
 from rigstream.inference.engines import Engine, open_engine
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
@@ -151,30 +151,21 @@ class PoseEngineNode:
     # -- the loop ------------------------------------------------------------------------------
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        stop = stop or threading.Event()
+        waiting = StopWait(self.control, stop or threading.Event())
         self.status.report("ready", **self.summary())
-        last_report = time.monotonic()
-        stopping_at: float | None = None
-        last_pulse: int | None = None
-        last_set = time.monotonic()
         try:
             while True:
-                cmd = self.control.poll()
-                if (stop.is_set() or (cmd is not None and cmd.cmd == "stop")) and stopping_at is None:
-                    stopping_at = time.monotonic()
-                    if cmd is not None and "pulses" in cmd.args:
-                        last_pulse = int(cmd.args["pulses"]) - 1
-                if stopping_at is not None:
-                    idle = time.monotonic() - last_set
-                    seen_last = last_pulse is None or self.last_index >= last_pulse
-                    if (seen_last and idle > FINISH_IDLE_S) or idle > STOP_IDLE_S:
+                if waiting.poll():
+                    # The stop names the pulses sent: finish soon after the last one's set.
+                    args = waiting.command.args if waiting.command is not None else {}
+                    seen_last = "pulses" not in args or self.last_index >= int(args["pulses"]) - 1
+                    idle = waiting.since_progress_s
+                    if (seen_last and idle > FINISH_IDLE_S) or idle > waiting.idle_s:
                         break
                 if self.step(timeout_ms=20):
-                    last_set = time.monotonic()
+                    waiting.progressed()
                 self.pub.poll_subscriptions()
-                if time.monotonic() - last_report > 0.5:
-                    last_report = time.monotonic()
-                    self.status.report("running", **self.summary())
+                self.status.heartbeat(self.summary)
             summary = self.summary()
             self.status.report("done", **summary)
             return summary

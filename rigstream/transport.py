@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -100,8 +100,16 @@ class StatusReporter:
             self.sock.setsockopt(zmq.LINGER, 2000)
             self.sock.setsockopt(zmq.SNDHWM, 100)
             self.sock.connect(address)
+        self._last_heartbeat = time.monotonic()
+
+    def heartbeat(self, summary: Callable[[], dict[str, Any]], every_s: float = 0.5) -> None:
+        """Report ``running`` with ``summary()`` once ``every_s`` has passed since the last
+        report of any state (call it every turn of a loop)."""
+        if time.monotonic() - self._last_heartbeat > every_s:
+            self.report("running", **summary())
 
     def report(self, state: str, **stats: Any) -> None:
+        self._last_heartbeat = time.monotonic()
         if self.sock is None:
             return
         msg = Status(component=self.component, state=state,  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import RigConfig
-from rigstream.frames import STOP_IDLE_S, FrameReceiver, Received
+from rigstream.frames import FrameReceiver, Received, StopWait
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_TIMING, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, StatusReporter
 
@@ -66,28 +66,20 @@ class Assembler:
         self.last_emitted = -1
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        stop = stop or threading.Event()
+        waiting = StopWait(self.control, stop or threading.Event())
         self.status.report("ready", **self.summary())
-        last_report = time.monotonic()
-        stop_deadline: float | None = None
         try:
             while not self.frames.all_ended:
-                cmd = self.control.poll()
-                if (stop.is_set() or (cmd is not None and cmd.cmd == "stop")) \
-                        and stop_deadline is None:
-                    stop_deadline = time.monotonic() + STOP_IDLE_S
-                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                waiting.poll()
+                if waiting.expired:
                     break
                 got = self.frames.recv(timeout_ms=10)
                 if got is not None:
                     self.add(got)
-                    if stop_deadline is not None:  # still catching up: keep waiting
-                        stop_deadline = time.monotonic() + STOP_IDLE_S
+                    waiting.progressed()  # still catching up: keep waiting
                 self.pub.poll_subscriptions()
                 self.emit_due(time.monotonic())
-                if time.monotonic() - last_report > 0.5:
-                    last_report = time.monotonic()
-                    self.status.report("running", **self.summary())
+                self.status.heartbeat(self.summary)
             self.emit_due(float("inf"))
             summary = self.summary()
             self.status.report("done", **summary)
