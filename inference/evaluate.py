@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from rigstream.inference import dlc
 from rigstream.inference.engines import ENGINES, open_engine
+from rigstream.inference.metrics import latency_stats, pixel_errors
 from rigstream.inference.modeldir import ModelError, load_model
 from rigstream.inference.preprocess import ViewTransform
 
@@ -20,8 +20,6 @@ from rigstream.inference.preprocess import ViewTransform
 def evaluate_dlc(model_dir: str | Path, project: str | Path, split: str = "all",
                  engine: str = "onnxruntime") -> dict[str, Any]:
     """``split``: ``all`` labeled frames, or ``test``/``train`` from the model's ``split.json``."""
-    from rigstream.inference.train import pixel_errors
-
     model = load_model(model_dir)
     data = dlc.load_dlc_project(project)
     if data.keypoints != model.keypoints:
@@ -92,11 +90,8 @@ def bench_inference(model_dir: str | Path, engines: list[str], views: int, itera
         "model": model.card.name, "input": list(model.input_shape(views)), "views": views,
         "iterations": iterations, "threads": threads, "engines": {}}
     for name, ts in times.items():
-        p50 = statistics.median(ts)
-        result["engines"][name] = {"latency_ms": {"p50": round(p50, 3),
-                                                  "p99": round(float(np.percentile(ts, 99)), 3),
-                                                  "max": round(max(ts), 3)},
-                                   "framesets_per_s": round(1e3 / p50, 1)}
+        latency = latency_stats(ts)
+        result["engines"][name] = {"latency_ms": latency, "framesets_per_s": round(1e3 / latency["p50"], 1)}
     if len(outputs) > 1:
         names = list(outputs)
         ref = outputs[names[0]]

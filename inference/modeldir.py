@@ -162,9 +162,9 @@ def parse_card(text: str, source: str) -> ModelCard:
         raise ModelError(f"{source}: {exc}") from None
     if len(set(card.keypoints)) != len(card.keypoints) or not card.keypoints:
         raise ModelError(f"{source}: keypoints must be a non-empty list of unique names")
-    for mean, std in ((card.normalization.mean, card.normalization.std),):
-        if len(mean) != card.input.channels or len(std) != card.input.channels:
-            raise ModelError(f"{source}: normalization needs {card.input.channels} mean/std values")
+    norm = card.normalization
+    if len(norm.mean) != card.input.channels or len(norm.std) != card.input.channels:
+        raise ModelError(f"{source}: normalization needs {card.input.channels} mean/std values")
     return card
 
 

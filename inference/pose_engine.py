@@ -30,6 +30,7 @@ from rigstream import protocol
 from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import StopWait
 from rigstream.inference.engines import Engine, open_engine
+from rigstream.inference.metrics import latency_stats
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
 from rigstream.protocol import Pose2D
@@ -260,8 +261,8 @@ class PoseEngineNode:
             "input": list(self.engine.input_shape),
             "framesets_posed": self.posed, "framesets_skipped": self.skipped,
             "out_of_order": self.out_of_order, "last_trigger_index": self.last_index,
-            "latency_ms": percentiles(self.latency_ms),
-            "stage_ms": {k: percentiles(v) for k, v in self.stage_ms.items()},
+            "latency_ms": latency_stats(self.latency_ms, count=True),
+            "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_ms.items()},
             "malformed": self.malformed.as_dict(),
         }
 
@@ -275,14 +276,6 @@ class PoseEngineNode:
         for part in (self.pub, self.status, self.control):
             part.close()
         self.engine.close()
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    a = np.asarray([v for v in values if v == v], dtype=np.float64)
-    if a.size == 0:
-        return {"p50": None, "p99": None, "max": None, "n": 0}
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
-            "max": round(float(a.max()), 3), "n": int(a.size)}
 
 
 def run_pose(rig: RigConfig, run: str, out: str | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rigstream.acquisition import sim_world
+from rigstream.inference.metrics import error_stats
 from rigstream.inference.preprocess import ViewTransform
 
 TRAIN_SEEDS = range(1, 200)
@@ -64,14 +65,15 @@ class SimFrames:
 
         return cv2.resize(frame, self.transform.input_wh, interpolation=cv2.INTER_AREA)
 
-    def test_set(self, n: int, seed: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
-        """``n`` fresh frames (model-input scale) from unseen motion seeds, and (n, K, 2)
-        keypoints in frame pixels."""
+    def test_set(self, n: int, seed: int = 1,
+                 seeds: range = TEST_SEEDS) -> tuple[list[np.ndarray], np.ndarray]:
+        """``n`` frames (model-input scale) from motion ``seeds`` (default: ones never trained
+        on), and (n, K, 2) keypoints in frame pixels."""
         rng = np.random.default_rng(seed)
         images, kps = [], []
         for _ in range(n):
             r = int(rng.integers(len(self.renderers)))
-            s = int(TEST_SEEDS[int(rng.integers(len(TEST_SEEDS)))])
+            s = int(seeds[int(rng.integers(len(seeds)))])
             frame, kp = self.render(r, s, float(rng.uniform(0, self.max_t_s)))
             images.append(self.to_input(frame))
             kps.append(kp)
@@ -105,6 +107,5 @@ def pose2d_errors(rig: Any, pose_csv: Path) -> dict[str, Any]:
         errors.append(np.linalg.norm(pred - truth, axis=1))
         sets.add(n)
     e = np.concatenate(errors)
-    e = e[np.isfinite(e)]
-    return {"framesets": len(sets), "points": int(e.size), "median_px": round(float(np.median(e)), 3),
-            "p95_px": round(float(np.percentile(e, 95)), 3), "mean_px": round(float(e.mean()), 3)}
+    stats = error_stats(e[np.isfinite(e)])
+    return {"framesets": len(sets), "points": stats.pop("n"), **stats}

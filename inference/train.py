@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from rigstream.inference.checkpoint import save_model_dir
+from rigstream.inference.metrics import pixel_errors
 from rigstream.inference.model import DecodedKeypointNet, KeypointNet, NetSpec, loss_fn, make_targets
 from rigstream.inference.modeldir import PoseModel
 
@@ -217,43 +218,6 @@ def _pad(image: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(image, pad, mode="edge")
 
 
-def pixel_errors(pred: np.ndarray, truth: np.ndarray, keypoints: list[str]) -> dict[str, Any]:
-    """Euclidean error per keypoint over the labeled (finite) points: mean, median, p95 px."""
-    err = np.linalg.norm(pred[..., :2] - truth, axis=-1)  # (N, K), NaN where unlabeled
-    table: dict[str, Any] = {}
-    for k, name in enumerate(keypoints):
-        e = err[:, k][np.isfinite(err[:, k])]
-        table[name] = _stats(e)
-    e = err[np.isfinite(err)]
-    table["all"] = _stats(e)
-    return table
-
-
-def _stats(e: np.ndarray) -> dict[str, float | int]:
-    if e.size == 0:
-        return {"n": 0, "mean_px": float("nan"), "median_px": float("nan"), "p95_px": float("nan")}
-    return {"n": int(e.size), "mean_px": round(float(e.mean()), 3),
-            "median_px": round(float(np.median(e)), 3), "p95_px": round(float(np.percentile(e, 95)), 3)}
-
-
-def format_error_table(tables: dict[str, dict[str, Any]]) -> str:
-    """Rows = keypoints (+ all), columns = mean px per split, e.g. {'train': t1, 'test': t2}."""
-    names = list(next(iter(tables.values())).keys())
-    head = f"{'keypoint':<16}" + "".join(f"{s + ' mean':>12}{s + ' p95':>11}{'n':>6}" for s in tables)
-    lines = [head, "-" * len(head)]
-    for name in names:
-        row = f"{name:<16}"
-        for t in tables.values():
-            s = t[name]
-            row += f"{s['mean_px']:>12.2f}{s['p95_px']:>11.2f}{s['n']:>6d}"
-        lines.append(row)
-    return "\n".join(lines)
-
-
-def save(folder: Path, net: KeypointNet, **card: Any) -> PoseModel:
-    return save_model_dir(folder, net, **card)
-
-
 # -- the two training entry points used by ``rigstream train`` ---------------------------------
 
 
@@ -262,7 +226,7 @@ def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, 
     """Train on frames rendered by the simulated rig ``rig`` (a RigConfig); the model takes the
     rig's frames resized to ``input_wh``. Errors are measured on fresh frames in frame pixels."""
     from rigstream.acquisition import sim_world
-    from rigstream.inference.simdata import TRAIN_SEEDS, SimFrames
+    from rigstream.inference.simdata import TEST_SEEDS, TRAIN_SEEDS, SimFrames
 
     cam = rig.cameras[0]
     sizes = {(c.width, c.height) for c in rig.cameras}
@@ -273,20 +237,8 @@ def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, 
     net, record = train_net(frames, keypoints, cam.channels, cfg, left_right=list(sim_world.LEFT_RIGHT),
                             progress=progress)
     errors = {}
-    for split, seed in (("train", 0), ("test", 1)):
-        if split == "train":
-            f2 = SimFrames((cam.width, cam.height), input_wh, channels=cam.channels, seeds=TRAIN_SEEDS)
-            rng = np.random.default_rng(seed)
-            images, kps = [], []
-            for _ in range(test_frames):
-                r = int(rng.integers(len(f2.renderers)))
-                s = int(TRAIN_SEEDS[int(rng.integers(len(TRAIN_SEEDS)))])
-                frame, kp = f2.render(r, s, float(rng.uniform(0, f2.max_t_s)))
-                images.append(f2.to_input(frame))
-                kps.append(kp)
-            truth = np.stack(kps)
-        else:
-            images, truth = frames.test_set(test_frames, seed)
+    for split, seed, seeds in (("train", 0, TRAIN_SEEDS), ("test", 1, TEST_SEEDS)):
+        images, truth = frames.test_set(test_frames, seed, seeds)
         pred = predict(net, images)
         full = np.stack([frames.transform.to_frame(p) for p in pred])
         errors[split] = pixel_errors(full, truth, keypoints)

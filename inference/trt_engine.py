@@ -35,6 +35,7 @@ import numpy as np
 
 from rigstream.config import InputError
 from rigstream.inference.engines import Engine, _check_shape
+from rigstream.inference.metrics import latency_stats
 from rigstream.inference.modeldir import ModelError, PoseModel
 
 logger = logging.getLogger(__name__)
@@ -492,7 +493,6 @@ def build_and_time(model: PoseModel, views: int, iterations: int = 200,
         ms = times * 1e3
         return {"engine": "tensorrt", "cache": str(engine.cache_path), "built": engine.built,
                 "build_s": round(engine.build_s, 3), "views": views, "input": list(engine.input_shape),
-                "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-                               "max": float(ms.max())},
+                "latency_ms": latency_stats(ms),
                 "framesets_per_s": float(iterations / total) if total > 0 else float("inf"),
                 "gpu": engine.gpu_name, "tensorrt": engine.trt_version, "fp16": engine.fp16}

@@ -192,7 +192,8 @@ def _train_config(args: argparse.Namespace, **defaults: Any) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.crop is not None and (args.crop % 16 or args.crop < 32):
         raise InputError(f"train: --crop {args.crop} must be a multiple of 16, at least 32")
-    from rigstream.inference.train import format_error_table, train_dlc, train_sim
+    from rigstream.inference.metrics import format_error_table
+    from rigstream.inference.train import train_dlc, train_sim
 
     out = Path(args.out)
     command = "rigstream " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "rigstream train"
@@ -224,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rigstream.inference.evaluate import evaluate_dlc
 
     report = evaluate_dlc(args.model, args.dlc_project, split=args.split, engine=args.engine)
-    from rigstream.inference.train import format_error_table
+    from rigstream.inference.metrics import format_error_table
 
     print(format_error_table({report["split"]: report["errors"]}))
     out = Path(args.out) if args.out else Path(args.model) / f"evaluation-{report['split']}.json"
