@@ -271,8 +271,7 @@ class PoseEngineNode:
             f.close()
         self._files = []
         self._csv = self._timing_csv = None
-        for part in (self.sub,):
-            part.close(linger=0)
+        self.sub.close(linger=0)
         for part in (self.pub, self.status, self.control):
             part.close()
         self.engine.close()
