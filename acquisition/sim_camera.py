@@ -25,6 +25,7 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition import sim_world
 from rigstream.acquisition.camera import BufferPool, Camera, Frame
+from rigstream.calibration import CalibratedCamera, Calibration
 from rigstream.config import CameraConfig, RigConfig
 from rigstream.transport import Publisher, subscriber
 
@@ -41,14 +42,28 @@ def trigger_line(rig: RigConfig, camera: CameraConfig) -> str:
     return "trigger" if camera.role == "primary" else f"strobe-{rig.primary.name}"
 
 
-def rig_cameras(rig: RigConfig) -> dict[str, sim_world.VirtualCamera]:
-    """Virtual cameras of the simulated rig, one per camera, placed around the arena."""
+def ring_calibration(rig: RigConfig) -> Calibration:
+    """A ring of cameras around the simulated arena for the rig's cameras (each at its own
+    image size), in the simulated world's frame (mm, origin at the floor centre, z up)."""
     names = [c.name for c in rig.cameras]
-    out = {}
-    for cam in rig.cameras:
-        ring = sim_world.ring_of_cameras(names, cam.width, cam.height)
-        out[cam.name] = ring[names.index(cam.name)]
-    return out
+    cams = [sim_world.ring_of_cameras(names, cam.width, cam.height)[i]
+            for i, cam in enumerate(rig.cameras)]
+    return Calibration(tuple(cams), {"made_by": "rigstream (simulated ring around the arena)"},
+                       source="simulated ring")
+
+
+def rig_calibration(rig: RigConfig) -> Calibration:
+    """The rig's cameras as calibrated, in the rig's order: its calibration file, or for a rig
+    without one, the simulated ring (:func:`ring_calibration`)."""
+    if rig.calibration is None:
+        return ring_calibration(rig)
+    return Calibration.load(rig.calibration).for_rig_cameras(rig.cameras)
+
+
+def rig_cameras(rig: RigConfig) -> dict[str, CalibratedCamera]:
+    """Virtual cameras of the simulated rig by name: placed by the rig's calibration file, or
+    on a ring around the arena when it has none."""
+    return {cam.name: cam for cam in rig_calibration(rig).cameras}
 
 
 class SimCamera(Camera):

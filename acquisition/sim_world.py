@@ -10,8 +10,8 @@ World frame: millimetres, origin at the centre of the arena floor, ``z`` up, flo
 - :class:`AnimalMotion`: a procedurally animated rat (walks with a trotting gait, turns
   smoothly, stays away from the walls, rears now and then). The pose is a pure function of
   ``(seed, t_s)``, so processes that render the same trigger time agree exactly.
-- :class:`VirtualCamera` and :func:`ring_of_cameras`: pinhole cameras with OpenCV
-  distortion, placed on a ring around the arena, exportable as aniposelib calibration.
+- :func:`ring_of_cameras`: calibrated pinhole cameras (:class:`rigstream.calibration.
+  CalibratedCamera`) with OpenCV distortion, placed on a ring around the arena.
 - :class:`ViewRenderer`: draws the animal into a preallocated frame over a background that
   is ray-cast once per camera (textured floor, room floor, wall edges).
 
@@ -24,10 +24,12 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from rigstream.calibration import CalibratedCamera
 
 logger = logging.getLogger(__name__)
 
@@ -385,82 +387,6 @@ class AnimalMotion:
 # --------------------------------------------------------------------------------------
 
 
-def _frozen_array(value: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """A read-only float64 copy of ``value``; vectors may come as (n,), (n, 1) or (1, n)."""
-    arr = np.array(value, dtype=np.float64)
-    if len(shape) == 1 and arr.size == shape[0]:
-        arr = arr.reshape(shape)
-    if arr.shape != shape or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: expected finite values of shape {shape}, got {np.shape(value)}")
-    arr.setflags(write=False)
-    return arr
-
-
-@dataclass(frozen=True, eq=False)
-class VirtualCamera:
-    """A calibrated pinhole camera with OpenCV distortion (the aniposelib convention)."""
-
-    name: str
-    width: int
-    """Image width, px."""
-    height: int
-    """Image height, px."""
-    matrix: np.ndarray = field(repr=False)
-    """(3, 3) float64 intrinsics, px."""
-    dist: np.ndarray = field(repr=False)
-    """(5,) float64 OpenCV distortion k1, k2, p1, p2, k3."""
-    rvec: np.ndarray = field(repr=False)
-    """(3,) float64 Rodrigues rotation, world -> camera."""
-    tvec: np.ndarray = field(repr=False)
-    """(3,) float64 translation, world -> camera, mm."""
-
-    def __post_init__(self) -> None:
-        if self.width <= 0 or self.height <= 0:
-            raise ValueError(
-                f"VirtualCamera {self.name!r}: expected a positive size, "
-                f"got {self.width}x{self.height}"
-            )
-        where = f"VirtualCamera {self.name!r}"
-        object.__setattr__(self, "matrix", _frozen_array(self.matrix, (3, 3), f"{where}.matrix"))
-        object.__setattr__(self, "dist", _frozen_array(self.dist, (5,), f"{where}.dist"))
-        object.__setattr__(self, "rvec", _frozen_array(self.rvec, (3,), f"{where}.rvec"))
-        object.__setattr__(self, "tvec", _frozen_array(self.tvec, (3,), f"{where}.tvec"))
-
-    @property
-    def rotation(self) -> np.ndarray:
-        """(3, 3) float64 rotation matrix, world -> camera."""
-        return cv2.Rodrigues(self.rvec)[0]
-
-    @property
-    def center_mm(self) -> np.ndarray:
-        """(3,) float64 camera centre in the world frame, mm."""
-        return -self.rotation.T @ self.tvec
-
-    def project(self, points_mm: np.ndarray) -> np.ndarray:
-        """Project world points. ``points_mm``: (N, 3) float mm. Returns (N, 2) float64 px,
-        distorted (where the camera sees them). Points at or behind the camera plane are NaN.
-        """
-        pts = np.ascontiguousarray(points_mm, dtype=np.float64).reshape(-1, 3)
-        if pts.shape[0] == 0:
-            return np.empty((0, 2))
-        px = cv2.projectPoints(pts, self.rvec, self.tvec, self.matrix, self.dist)[0]
-        px = px.reshape(-1, 2).astype(np.float64)
-        depth = pts @ self.rotation[2] + self.tvec[2]
-        px[depth <= 0.0] = np.nan
-        return px
-
-    def to_aniposelib_dict(self) -> dict:
-        """The camera as an aniposelib ``Camera.get_dict()`` entry (a TOML-able dict)."""
-        return {
-            "name": self.name,
-            "size": [int(self.width), int(self.height)],
-            "matrix": self.matrix.tolist(),
-            "distortions": self.dist.tolist(),
-            "rotation": self.rvec.tolist(),
-            "translation": self.tvec.tolist(),
-        }
-
-
 def _look_at(center_mm: np.ndarray, target_mm: np.ndarray) -> np.ndarray:
     """World -> camera rotation for a camera at ``center_mm`` looking at ``target_mm``
     with world z up in the image (OpenCV axes: x right, y down, z forward). (3, 3)."""
@@ -482,7 +408,7 @@ def ring_of_cameras(
     radius_mm: float = 900.0,
     height_mm: float = 700.0,
     fov_deg: float = 55.0,
-) -> list[VirtualCamera]:
+) -> list[CalibratedCamera]:
     """Cameras evenly spaced on a circle around the arena, all looking at its centre.
 
     Camera ``i`` sits at azimuth ``360 * i / n`` degrees (the first on the +x axis),
@@ -537,7 +463,7 @@ def ring_of_cameras(
         matrix = np.array([[f_px, 0.0, cx_px], [0.0, f_px, cy_px], [0.0, 0.0, 1.0]])
         dist = np.array([-0.08 + 0.015 * wobble, 0.02, 0.0, 0.0, 0.0])
         cameras.append(
-            VirtualCamera(
+            CalibratedCamera(
                 name=str(name),
                 width=int(width),
                 height=int(height),
@@ -668,7 +594,7 @@ class ViewRenderer:
     """
 
     def __init__(
-        self, camera: VirtualCamera, arena: Arena = Arena(), channels: int = 1, seed: int = 0
+        self, camera: CalibratedCamera, arena: Arena = Arena(), channels: int = 1, seed: int = 0
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"ViewRenderer: expected channels 1 or 3, got {channels!r}")

@@ -135,6 +135,55 @@ class RecordingConfig(_Model, kw_only=True):
 EngineKind = Literal["onnxruntime", "tensorrt", "torch"]
 
 
+class OneEuroConfig(_Model, kw_only=True):
+    """One-Euro filter (Casiez et al. 2012): ``min_cutoff_hz`` lowers jitter at rest, ``beta``
+    (per mm/s) lowers lag when the keypoint moves fast."""
+
+    min_cutoff_hz: PositiveFloat = 1.0
+    beta: Annotated[float, msgspec.Meta(ge=0)] = 0.05
+    d_cutoff_hz: PositiveFloat = 1.0
+
+
+class KalmanConfig(_Model, kw_only=True):
+    """Constant-velocity Kalman filter per coordinate."""
+
+    accel_noise_mm_s2: PositiveFloat = 1000.0
+    """Process noise: the white acceleration's strength, mm/s^2 per sqrt(Hz) (its spectral
+    density is the square); raise it for fast, jerky keypoints (paws), lower it to smooth more."""
+    meas_noise_mm: PositiveFloat = 1.0
+    """Measurement noise of a triangulated keypoint, mm (standard deviation)."""
+
+
+class TriangulationConfig(_Model, kw_only=True):
+    """Live 3D from every Pose2D, with the rig's ``calibration``."""
+
+    enabled: bool = True
+    """Triangulate when the rig has a calibration (at least two cameras)."""
+    min_score: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+    """Views whose keypoint confidence is below this are not used."""
+    max_error_px: PositiveFloat = 15.0
+    """Where a view reprojects further than this (px), re-solve leaving out the view that
+    explains it (three or more views)."""
+    weighted: bool = True
+    """Weight each view by its confidence."""
+    filter: Literal["none", "one_euro", "kalman"] = "none"
+    one_euro: OneEuroConfig = OneEuroConfig()
+    kalman: KalmanConfig = KalmanConfig()
+    max_gap_s: PositiveFloat = 0.1
+    """A filtered keypoint missing for longer than this is NaN, then starts afresh."""
+    predict_ms: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.0
+    """Publish the filtered pose this far after the trigger pulse (latency compensation);
+    needs a filter."""
+
+    def __post_init__(self) -> None:  # also checks direct construction (msgspec checks decoding)
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score: expected 0..1, got {self.min_score}")
+        if not self.max_error_px > 0.0:
+            raise ValueError(f"max_error_px: expected > 0, got {self.max_error_px}")
+        if self.predict_ms > 0 and self.filter == "none":
+            raise ValueError("predict_ms needs a filter (one_euro or kalman) to extrapolate with")
+
+
 class PoseConfig(_Model, kw_only=True):
     """The live pose engine: a model folder run on every frame set, latest-wins."""
 
@@ -152,6 +201,7 @@ class PoseConfig(_Model, kw_only=True):
     """Folder for built TensorRT engines (default ~/.cache/rigstream/engines)."""
     device: str = "cpu"
     """torch engine device (``cpu``, ``cuda``, ``cuda:1``)."""
+    triangulation: TriangulationConfig = TriangulationConfig()
 
 
 class TransportConfig(_Model, kw_only=True):
@@ -183,6 +233,9 @@ class RigConfig(_Model, kw_only=True):
     recording: RecordingConfig = RecordingConfig()
     transport: TransportConfig = TransportConfig()
     pose: PoseConfig | None = None
+    calibration: str | None = None
+    """The cameras' calibration (aniposelib TOML), relative to the rig file. Live 3D uses it,
+    and simulated cameras are placed by it (default for them: a ring around the arena)."""
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -269,6 +322,14 @@ def _bad_value_detail(doc: object, path: str) -> str:
     return f", got {node!r}"
 
 
+def _resolve_calibration(doc: dict, base_dir: Path | None) -> None:
+    value = doc.get("calibration")
+    if base_dir is None or not isinstance(value, str):
+        return
+    p = Path(value).expanduser()
+    doc["calibration"] = str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
 def _resolve_model(doc: dict, base_dir: Path | None) -> None:
     """Make ``pose.model`` a path that holds wherever the rig is written again (a session
     copies the rig file into its folder): relative folders are resolved against the rig file."""
@@ -295,6 +356,7 @@ def parse_rig(text: str | bytes, source: str = "<rig>", base_dir: Path | None = 
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
     _resolve_model(doc, base_dir)
+    _resolve_calibration(doc, base_dir)
     try:
         return msgspec.convert(doc, type=RigConfig, strict=True)
     except msgspec.ValidationError as exc:
@@ -308,8 +370,9 @@ def parse_rig(text: str | bytes, source: str = "<rig>", base_dir: Path | None = 
 def load_rig(path: str | Path | None = None) -> RigConfig:
     """Load a rig file; ``None`` gives the embedded default (the simulated rig)."""
     if path is None:
-        text = resources.files("rigstream").joinpath("rigs/sim.yaml").read_text()
-        return parse_rig(text, "sim.yaml (embedded default)")
+        rigs = resources.files("rigstream").joinpath("rigs")
+        text = rigs.joinpath("sim.yaml").read_text()
+        return parse_rig(text, "sim.yaml (embedded default)", base_dir=Path(str(rigs)))
     p = Path(path)
     try:
         text = p.read_text()

@@ -169,7 +169,38 @@ class Pose2D(_Message, tag="pose2d", kw_only=True):
     """wait, preprocess, infer, postprocess for this frame set."""
 
 
-AnyMessage = Pulse | Edge | FrameHeader | FrameSetHeader | Event | Command | Reply | Status | Pose2D
+class Pose3D(_Message, tag="pose3d", kw_only=True):
+    """Keypoints of one frame set in 3D, triangulated from its Pose2D with the rig's calibration."""
+
+    seq: int
+    """Pose3D counter."""
+    frameset_seq: int
+    trigger_index: int
+    t_pi_ns: int
+    """The frame set's pulse on the Pi's clock (-1 if unknown)."""
+    t_host_ns: int
+    """When this message was published (the pose host's monotonic clock)."""
+    keypoints: list[str]
+    xyz: list[list[float]]
+    """(K, 3) calibration units (mm); filtered when a filter is configured; NaN where there is
+    no point (fewer than two confident views, or missing past the filter's gap)."""
+    error: list[float]
+    """(K,) mean reprojection error of the views used, px (NaN without a point)."""
+    ncams: list[int]
+    """(K,) views used."""
+    score: list[float]
+    """(K,) mean confidence of the views used (0 without a point)."""
+    xyz_raw: list[list[float]] | None = None
+    """(K, 3) the unfiltered triangulation, when ``xyz`` is filtered."""
+    filter: str = "none"
+    predicted_ms: float = 0.0
+    """``xyz`` is the filter's prediction this long after the pulse (0: at the pulse)."""
+    timing_ms: dict[str, float] = {}
+    """triangulate, filter for this frame set."""
+
+
+AnyMessage = (Pulse | Edge | FrameHeader | FrameSetHeader | Event | Command | Reply | Status | Pose2D
+              | Pose3D)
 
 
 class _Envelope(msgspec.Struct):
@@ -180,7 +211,8 @@ class _Envelope(msgspec.Struct):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)
 _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
-_KNOWN_TYPES = {"pulse", "edge", "frame", "frameset", "event", "command", "reply", "status", "pose2d"}
+_KNOWN_TYPES = {"pulse", "edge", "frame", "frameset", "event", "command", "reply", "status", "pose2d",
+                "pose3d"}
 
 
 def encode(msg: _Message) -> bytes:

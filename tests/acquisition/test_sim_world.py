@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rigstream.acquisition import sim_world
+from rigstream.calibration import CalibratedCamera
 
 K = len(sim_world.KEYPOINTS)
 KP = {name: i for i, name in enumerate(sim_world.KEYPOINTS)}
@@ -26,12 +27,12 @@ def poses_120s(motion: sim_world.AnimalMotion) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ring4() -> list[sim_world.VirtualCamera]:
+def ring4() -> list[CalibratedCamera]:
     return sim_world.ring_of_cameras(["a", "b", "c", "d"], 320, 240)
 
 
 @pytest.fixture(scope="module")
-def renderers(ring4: list[sim_world.VirtualCamera]) -> list[sim_world.ViewRenderer]:
+def renderers(ring4: list[CalibratedCamera]) -> list[sim_world.ViewRenderer]:
     return [sim_world.ViewRenderer(cam) for cam in ring4]
 
 
@@ -125,7 +126,7 @@ def test_animal_rears_within_a_minute(poses_120s: np.ndarray) -> None:
 # -- cameras --------------------------------------------------------------------------
 
 
-def test_project_matches_hand_computation(ring4: list[sim_world.VirtualCamera]) -> None:
+def test_project_matches_hand_computation(ring4: list[CalibratedCamera]) -> None:
     cam = ring4[1]
     rot = cam.rotation
     center = -rot.T @ cam.tvec
@@ -148,7 +149,7 @@ def test_project_matches_hand_computation(ring4: list[sim_world.VirtualCamera]) 
     assert np.all(np.isnan(cam.project((center - 100.0 * rot[2])[None])))
 
 
-def test_ring_geometry(ring4: list[sim_world.VirtualCamera]) -> None:
+def test_ring_geometry(ring4: list[CalibratedCamera]) -> None:
     centers = np.array([cam.center_mm for cam in ring4])
     np.testing.assert_allclose(np.hypot(centers[:, 0], centers[:, 1]), 900.0)
     np.testing.assert_allclose(centers[0, 1], 0.0, atol=1e-9)
@@ -162,12 +163,12 @@ def test_ring_geometry(ring4: list[sim_world.VirtualCamera]) -> None:
         assert forward @ to_centre > 0.99
 
 
-def test_aniposelib_dict(ring4: list[sim_world.VirtualCamera]) -> None:
+def test_aniposelib_dict(ring4: list[CalibratedCamera]) -> None:
     d = ring4[2].to_aniposelib_dict()
     assert d["name"] == "c" and d["size"] == [320, 240]
     assert np.array(d["matrix"]).shape == (3, 3)
     assert len(d["distortions"]) == 5 and len(d["rotation"]) == 3 and len(d["translation"]) == 3
-    rebuilt = sim_world.VirtualCamera(
+    rebuilt = CalibratedCamera(
         d["name"], *d["size"], d["matrix"], d["distortions"], d["rotation"], d["translation"]
     )
     point = np.array([[10.0, 20.0, 30.0]])
@@ -187,7 +188,7 @@ def test_whole_arena_is_visible(size: tuple[int, int], count: int) -> None:
 
 
 def test_keypoints_project_inside_every_view(
-    poses_120s: np.ndarray, ring4: list[sim_world.VirtualCamera]
+    poses_120s: np.ndarray, ring4: list[CalibratedCamera]
 ) -> None:
     poses = poses_120s[::10]  # 10 Hz
     for cam in ring4:
@@ -244,7 +245,7 @@ def test_keypoints_land_on_the_drawn_animal(
 
 
 def test_colour_render(
-    ring4: list[sim_world.VirtualCamera], motion: sim_world.AnimalMotion
+    ring4: list[CalibratedCamera], motion: sim_world.AnimalMotion
 ) -> None:
     renderer = sim_world.ViewRenderer(ring4[3], channels=3)
     out = np.empty((240, 320, 3), np.uint8)
@@ -286,7 +287,7 @@ def test_preview() -> None:
         assert image.std() > 5.0
 
 
-def test_arena_and_renderer_validate_arguments(ring4: list[sim_world.VirtualCamera]) -> None:
+def test_arena_and_renderer_validate_arguments(ring4: list[CalibratedCamera]) -> None:
     with pytest.raises(ValueError, match="width_mm"):
         sim_world.Arena(width_mm=100.0)
     with pytest.raises(ValueError, match="channels"):
