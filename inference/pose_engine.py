@@ -8,6 +8,12 @@ published as :class:`~rigstream.protocol.Pose2D`, and written to ``pose2d.csv`` 
 frame set and camera, DeepLabCut-style ``<kp>_x, <kp>_y, <kp>_likelihood`` columns) with the
 per-set timing in ``pose_timing.csv``.
 
+With a calibration in the rig, the same process then triangulates the views (confidence
+weighted, worst view dropped where it disagrees), optionally filters and predicts ahead, and
+publishes :class:`~rigstream.protocol.Pose3D` right after the Pose2D; ``pose3d.csv`` holds
+the triangulated points in anipose's layout (``fnum`` = trigger index), and
+``pose3d_filtered.csv`` the filtered ones when a filter is on.
+
 Setup problems (a corrupt model file, keypoints that differ from the rig file's, a camera
 image the model cannot take) raise :class:`PoseSetupError` before anything runs.
 """
@@ -23,17 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import zmq
 
 from rigstream import protocol
+from rigstream.calibration import CalibrationError
 from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import StopWait
 from rigstream.inference.engines import Engine, open_engine
+from rigstream.inference.filters import PoseFilter, make_filter
+from rigstream.inference.keypoint_files import points3d_columns
 from rigstream.inference.metrics import latency_stats
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
-from rigstream.protocol import Pose2D
+from rigstream.inference.triangulate import Triangulator
+from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import decode_frameset
 from rigstream.transport import ControlListener, Publisher, StatusReporter, subscriber
 
@@ -52,6 +63,8 @@ class PosePlan:
     model: PoseModel
     transforms: list[ViewTransform]
     """One per rig camera, in the rig's camera order (= batch order)."""
+    triangulator: Triangulator | None = None
+    """Live 3D, when the rig has a calibration and two or more cameras."""
 
 
 def plan_pose(rig: RigConfig, open_check: bool = True) -> PosePlan:
@@ -84,7 +97,30 @@ def plan_pose(rig: RigConfig, open_check: bool = True) -> PosePlan:
             open_engine("onnxruntime", model, len(rig.cameras), threads=1).close()
         except ModelError as exc:
             raise PoseSetupError(f"pose.model: {exc}") from None
-    return PosePlan(model, transforms)
+    return PosePlan(model, transforms, plan_triangulation(rig))
+
+
+def plan_triangulation(rig: RigConfig) -> Triangulator | None:
+    """The live triangulator for the rig's cameras (rig order), or None without a calibration."""
+    cfg = rig.pose
+    if cfg is None or not cfg.triangulation.enabled or rig.calibration is None or len(rig.cameras) < 2:
+        return None
+    try:
+        from rigstream.calibration import Calibration
+
+        cal = Calibration.load(rig.calibration).for_rig_cameras(rig.cameras)
+        return Triangulator(cal, cfg.triangulation)
+    except CalibrationError as exc:
+        raise PoseSetupError(f"calibration: {exc}") from None
+
+
+def make_pose_filter(rig: RigConfig) -> PoseFilter | None:
+    assert rig.pose is not None
+    tri = rig.pose.triangulation
+    if tri.filter == "none":
+        return None
+    params = msgspec.to_builtins(tri.one_euro if tri.filter == "one_euro" else tri.kalman)
+    return make_filter(tri.filter, max_gap_s=tri.max_gap_s, **params)
 
 
 def make_engine(rig: RigConfig, plan: PosePlan) -> Engine:
@@ -131,7 +167,17 @@ class PoseEngineNode:
         self.latency_ms: list[float] = []
         self.stage_ms: dict[str, list[float]] = {
             k: [] for k in ("wait", "preprocess", "infer", "postprocess")}
+        self.tri = self.plan.triangulator
+        self.filter = make_pose_filter(rig) if self.tri is not None else None
+        self.predict_s = rig.pose.triangulation.predict_ms / 1e3 if rig.pose is not None else 0.0
+        self.seq3d = 0
+        self.latency_3d_ms: list[float] = []
+        self.stage_3d_ms: dict[str, list[float]] = {"triangulate": [], "filter": []}
+        self.points_3d = 0
+        if self.tri is not None:
+            self.tri.warm_up()  # compile (or load) the kernel before frame sets arrive
         self._csv = self._timing_csv = None
+        self._csv3d: list[Any] = []
         self._files: list[Any] = []
         if out is not None:
             self._open_files(Path(out))
@@ -148,6 +194,14 @@ class PoseEngineNode:
         self._timing_csv.writerow(["trigger_index", "frameset_seq", "skipped_before", "cameras",
                                    "wait_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
                                    "latency_ms"])
+        if self.tri is not None:
+            names = ["pose3d.csv"] + (["pose3d_filtered.csv"] if self.filter is not None else [])
+            header = points3d_columns(self.keypoints, extra=("t_pi_ns", "t_pose_ns"))
+            for name in names:
+                f3 = open(out / name, "w", newline="")  # noqa: SIM115 (closed in close())
+                self._files.append(f3)
+                self._csv3d.append(csv.writer(f3))
+                self._csv3d[-1].writerow(header)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -241,7 +295,44 @@ class PoseEngineNode:
         for k, v in msg.timing_ms.items():
             self.stage_ms[k].append(v)
         self._write(msg, latency)
+        if self.tri is not None:
+            self._pose3d(head)
         return True
+
+    def _pose3d(self, head: protocol.FrameSetHeader) -> None:
+        """Triangulate the frame set's views, filter, publish Pose3D, write the CSVs."""
+        assert self.tri is not None
+        t0 = time.perf_counter()
+        xyc = self.frame_xyc
+        pts = self.tri.triangulate(xyc[..., :2], xyc[..., 2])
+        t1 = time.perf_counter()
+        raw = pts.xyz
+        xyz = raw
+        if self.filter is not None:
+            t_ns = head.t_pi_ns if head.t_pi_ns >= 0 else head.trigger_index * self.rig.trigger.period_ns
+            xyz = self.filter.update(t_ns, raw, np.isfinite(raw).all(axis=1))
+            if self.predict_s > 0:
+                xyz = self.filter.predict(self.predict_s)
+        t2 = time.perf_counter()
+        timing = {"triangulate": round((t1 - t0) * 1e3, 4), "filter": round((t2 - t1) * 1e3, 4)}
+        msg = Pose3D(seq=self.seq3d, frameset_seq=head.seq, trigger_index=head.trigger_index,
+                     t_pi_ns=head.t_pi_ns, t_host_ns=time.monotonic_ns(), keypoints=self.keypoints,
+                     xyz=xyz.tolist(), error=pts.error.tolist(), ncams=pts.ncams.tolist(),
+                     score=pts.score.tolist(),
+                     xyz_raw=raw.tolist() if self.filter is not None else None,
+                     filter=self.rig.pose.triangulation.filter if self.filter is not None else "none",
+                     predicted_ms=self.predict_s * 1e3 if self.filter is not None else 0.0,
+                     timing_ms=timing)
+        self.pub.send(msg)
+        self.seq3d += 1
+        self.points_3d += int(np.count_nonzero(pts.ncams))
+        if head.t_pi_ns >= 0:
+            self.latency_3d_ms.append((msg.t_host_ns - head.t_pi_ns) / 1e6)
+        for k, v in timing.items():
+            self.stage_3d_ms[k].append(v)
+        for writer, values in zip(self._csv3d, (raw, xyz), strict=False):
+            writer.writerow(_points3d_row(values, pts.error, pts.ncams, pts.score, head.trigger_index,
+                                          (head.t_pi_ns, msg.t_host_ns)))
 
     def _write(self, msg: Pose2D, latency_ms: float) -> None:
         if self._csv is None or self._timing_csv is None:
@@ -264,6 +355,17 @@ class PoseEngineNode:
             "latency_ms": latency_stats(self.latency_ms, count=True),
             "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_ms.items()},
             "malformed": self.malformed.as_dict(),
+            **({"pose3d": self.summary_3d()} if self.tri is not None else {}),
+        }
+
+    def summary_3d(self) -> dict[str, Any]:
+        return {
+            "cameras": len(self.cameras), "keypoints": len(self.keypoints),
+            "framesets": self.seq3d, "points": self.points_3d,
+            "filter": self.rig.pose.triangulation.filter if self.rig.pose else "none",
+            "predict_ms": self.predict_s * 1e3,
+            "latency_ms": latency_stats(self.latency_3d_ms, count=True),
+            "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_3d_ms.items()},
         }
 
     def close(self) -> None:
@@ -271,10 +373,28 @@ class PoseEngineNode:
             f.close()
         self._files = []
         self._csv = self._timing_csv = None
+        self._csv3d = []
         self.sub.close(linger=0)
         for part in (self.pub, self.status, self.control):
             part.close()
         self.engine.close()
+
+
+_IDENTITY_CENTER = ["1", "0", "0", "0", "1", "0", "0", "0", "1", "0", "0", "0"]
+
+
+def _points3d_row(xyz: np.ndarray, error: np.ndarray, ncams: np.ndarray, score: np.ndarray,
+                  fnum: int, extra: tuple[int, ...]) -> list[str]:
+    """One row of anipose's 3D CSV (see keypoint_files.points3d_columns); NaN as empty cells."""
+    row: list[str] = []
+    for k in range(xyz.shape[0]):
+        if ncams[k] == 0 or not np.isfinite(xyz[k]).all():
+            row += ["", "", "", "", str(int(ncams[k])), f"{score[k]:.4f}"]
+        else:
+            x, y, z = xyz[k]
+            row += [f"{x:.4f}", f"{y:.4f}", f"{z:.4f}", f"{error[k]:.4f}", str(int(ncams[k])),
+                    f"{score[k]:.4f}"]
+    return row + _IDENTITY_CENTER + [str(fnum), *map(str, extra)]
 
 
 def run_pose(rig: RigConfig, run: str, out: str | None = None,

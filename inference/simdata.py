@@ -109,3 +109,29 @@ def pose2d_errors(rig: Any, pose_csv: Path) -> dict[str, Any]:
     e = np.concatenate(errors)
     stats = error_stats(e[np.isfinite(e)])
     return {"framesets": len(sets), "points": stats.pop("n"), **stats}
+
+
+def pose3d_errors(rig: Any, points_csv: Path) -> dict[str, Any]:
+    """Error of a session's live 3D keypoints (anipose CSV, ``fnum`` = trigger index) against
+    the simulated animal at each pulse, mm; the calibration must be in the simulated world's
+    frame (the simulated rig's is)."""
+    from rigstream.inference.keypoint_files import read_points3d_csv
+
+    pts = read_points3d_csv(points_csv)
+    if len(pts.frames) == 0:
+        return {"framesets": 0, "points": 0}
+    motion = sim_world.AnimalMotion()
+    truth = motion.poses_at(np.asarray(pts.frames, dtype=np.float64) / rig.trigger.rate_hz)
+    names = list(sim_world.KEYPOINTS)
+    order = [names.index(k) for k in pts.keypoints]
+    err = np.linalg.norm(pts.xyz - truth[:, order], axis=-1)  # (F, K), NaN without a point
+    per_kp = {k: round(float(np.nanmedian(err[:, i])), 2) if np.isfinite(err[:, i]).any() else None
+              for i, k in enumerate(pts.keypoints)}
+    e = err[np.isfinite(err)]
+    out: dict[str, Any] = {"framesets": len(pts.frames), "points": int(e.size),
+                           "points_missing": int(err.size - e.size)}
+    if e.size:
+        out.update(median_mm=round(float(np.median(e)), 3), p95_mm=round(float(np.percentile(e, 95)), 3),
+                   mean_mm=round(float(e.mean()), 3))
+    out["median_mm_per_keypoint"] = per_kp
+    return out

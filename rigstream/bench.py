@@ -141,4 +141,9 @@ def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
         engines = [e for e in args.engine.split(",") if e]
         return bench_inference(args.model, engines, args.views, iterations=args.iterations,
                                threads=args.threads)
+    if what == "triangulate":
+        from rigstream.inference.bench3d import bench_triangulate
+
+        cams = tuple(int(c) for c in args.cameras.split(",") if c)
+        return bench_triangulate(cams, keypoints=args.keypoints, rounds=args.iterations)
     raise ValueError(f"unknown benchmark {what!r}")

@@ -81,6 +81,18 @@ def _print_summary(s: dict[str, Any]) -> None:
         if err and err.get("median_px") is not None:
             line += f"; 2D error vs truth median {err['median_px']:.2f} px, p95 {err['p95_px']:.2f} px"
         lines.append(line)
+        p3 = p.get("pose3d")
+        if p3:
+            tri = p3["triangulate_ms"]
+            line = (f"3D          {p3['framesets']} frame sets, {p3['points']} points from "
+                    f"{p3['cameras']} cameras; triangulation p50 {_us(tri.get('p50'))} "
+                    f"p99 {_us(tri.get('p99'))} per frame set; filter {p3['filter']}")
+            for key, label in (("error_3d_vs_truth", "3D error vs truth"),
+                               ("error_3d_filtered_vs_truth", "filtered")):
+                e3 = p3.get(key)
+                if e3 and e3.get("median_mm") is not None:
+                    line += f"; {label} median {e3['median_mm']:.2f} mm, p95 {e3['p95_mm']:.2f} mm"
+            lines.append(line)
     gaps = {k: v for k, v in s["transport_seq_gaps"].items() if v}
     if gaps:
         lines.append(f"transport   messages lost: {gaps}")
@@ -90,6 +102,10 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} ms"
+
+
+def _us(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms * 1e3:.0f} us"
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -165,8 +181,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         card = plan.model.card
         pose = (f"pose model {card.name} ({len(card.keypoints)} keypoints, {card.input.width}x"
                 f"{card.input.height}) on {rig.pose.engine}")
+        if plan.triangulator is not None:
+            pose += f"; live 3D from {len(plan.triangulator.names)} cameras"
+    calibration = "no calibration"
+    if rig.calibration is not None:
+        from rigstream.calibration import Calibration
+
+        Calibration.load(rig.calibration).for_rig_cameras(rig.cameras)
+        calibration = f"calibration {rig.calibration}"
     print(f"{args.config or 'embedded sim.yaml'}: rig {rig.name!r} ok: {cams}; trigger "
-          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}")
+          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}; {calibration}")
     return 0
 
 
@@ -242,6 +266,47 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
                             cache_dir=args.cache, fp16=not args.fp32)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def camera_pairs(pairs: list[str], what: str, example: str) -> dict[str, str]:
+    """``["back=a/b", "mid=c"]`` -> ``{"back": "a/b", "mid": "c"}``; InputError on a bad pair."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not name or not value:
+            raise InputError(f"{pair!r}: expected CAM={what} (e.g. {example})")
+        if name in out:
+            raise InputError(f"{pair!r}: camera {name} given twice")
+        out[name] = value
+    return out
+
+
+def cmd_triangulate(args: argparse.Namespace) -> int:
+    from rigstream.config import TriangulationConfig
+    from rigstream.inference.triangulate import triangulate_files
+
+    files = camera_pairs(args.files, "FILE", "back=back.analysis.h5")
+    config = TriangulationConfig(min_score=args.min_score, max_error_px=args.max_error_px,
+                                 weighted=not args.unweighted)
+    report = triangulate_files(args.calibration, files, args.out, config, track=args.track)
+    err = report["reprojection_error_px"]
+    print(f"{report['points']} of {report['points_possible']} points triangulated "
+          f"({report['frames']} frames x {len(report['keypoints'])} keypoints, cameras "
+          f"{', '.join(report['cameras'])}); {report['points_under_two_views']} seen by fewer than two "
+          f"confident views; {report['views_dropped_by_resolve']} views dropped by the worst-view re-solve")
+    if err["median"] is not None:
+        print(f"reprojection error: median {err['median']:.2f} px, p95 {err['p95']:.2f} px, "
+              f"mean {err['mean']:.2f} px; cameras used {report['ncams']}")
+    print(f"-> {report['out']}")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rigstream.inference.calibrate import calibrate_main
+
+    return calibrate_main(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -352,8 +417,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", action="store_true", help="build without FP16")
     p.set_defaults(func=cmd_build_engine)
 
+    p = sub.add_parser("calibrate", help="calibrate cameras from views of a ChArUco board or checkerboard")
+    p.add_argument("sources", nargs="+", metavar="CAM=SOURCE",
+                   help="camera name and its folder of board images (paired across cameras by the "
+                        "trailing number of the file name) or board video")
+    p.add_argument("--board", required=True,
+                   help="board file (anipose board.toml, or config.toml with [calibration]) or inline: "
+                        "checkerboard:COLSxROWS:SQUARE (inner corners, e.g. checkerboard:9x6:30) or "
+                        "charuco:XxY:SQUARE:MARKER[:4x4_1000] (squares)")
+    p.add_argument("--out", required=True, help="calibration file to write (aniposelib TOML)")
+    p.add_argument("--report", default=None, help="report JSON (default: OUT with .report.json)")
+    p.add_argument("--model", default="auto",
+                   help="lens model (auto: k1k2 with 8+ views per camera, else k1)")
+    p.add_argument("--every", type=int, default=1, help="videos: use every k-th frame")
+    p.add_argument("--workers", type=int, default=None, help="detection threads (default: CPU count)")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("triangulate", help="2D keypoint files (one per camera) -> anipose 3D CSV")
+    p.add_argument("files", nargs="+", metavar="CAM=FILE",
+                   help="camera name and its 2D keypoints: DeepLabCut .h5/.csv or SLEAP analysis .h5")
+    p.add_argument("--calibration", required=True, help="aniposelib calibration TOML")
+    p.add_argument("--out", required=True, help="3D CSV to write (anipose layout)")
+    p.add_argument("--min-score", type=float, default=0.3, help="views less confident are not used")
+    p.add_argument("--max-error-px", type=float, default=15.0,
+                   help="re-solve without the worst view above this mean reprojection error")
+    p.add_argument("--unweighted", action="store_true", help="every used view counts the same")
+    p.add_argument("--track", default=None, help="multi-animal files: the track or individual to use")
+    p.add_argument("--report", default=None, help="also write the report as JSON")
+    p.set_defaults(func=cmd_triangulate)
+
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=["throughput", "inference"])
+    p.add_argument("what", choices=["throughput", "inference", "triangulate"])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rates", default="", help="comma-separated trigger rates to try")
     p.add_argument("--width", type=int, default=1440)
@@ -366,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=2, help="inference: batch = views of one frame set")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="inference: CPU threads per engine")
+    p.add_argument("--cameras", default="2,4,6", help="triangulate: comma-separated camera counts")
+    p.add_argument("--keypoints", type=int, default=20, help="triangulate: keypoints per frame set")
     p.set_defaults(func=cmd_bench)
     return parser
 

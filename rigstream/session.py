@@ -27,7 +27,7 @@ import yaml
 import zmq
 
 from rigstream import protocol
-from rigstream.config import RigConfig
+from rigstream.config import RigConfig, with_overrides
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import Publisher, bind_address, request, subscriber
 
@@ -164,6 +164,7 @@ class Session:
     # -- the session ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        self.rig = self._prepare_calibration()  # a bad calibration: an error before any process
         if self.pose_enabled:  # a bad model or view is an error before any process starts
             from rigstream.inference.pose_engine import plan_pose
 
@@ -177,6 +178,16 @@ class Session:
             return self._run(t_launch)
         finally:
             self._shutdown()
+
+    def _prepare_calibration(self) -> RigConfig:
+        """The session folder keeps the calibration every component uses (``calibration.toml``):
+        the rig's, or for a simulated rig without one, the ring its cameras are placed on."""
+        from rigstream.acquisition.sim_camera import rig_calibration
+
+        if self.rig.calibration is None and any(c.backend != "sim" for c in self.rig.cameras):
+            return self.rig
+        path = rig_calibration(self.rig).save(self.out / "calibration.toml")
+        return with_overrides(self.rig, calibration=str(path.resolve()))
 
     def _run(self, t_launch: float) -> dict[str, Any]:
         waiting = [c for c in self.components.values() if c.name != "trigger"]
@@ -306,6 +317,26 @@ class Session:
             from rigstream.inference.simdata import pose2d_errors
 
             out["error_2d_vs_truth"] = pose2d_errors(self.rig, pose_csv)
+        if "pose3d" in p:
+            out["pose3d"] = self._pose3d_summary(p["pose3d"])
+        return out
+
+    def _pose3d_summary(self, p3: dict[str, Any]) -> dict[str, Any]:
+        out = {
+            "framesets": p3.get("framesets", 0), "points": p3.get("points", 0),
+            "cameras": p3.get("cameras"), "keypoints": p3.get("keypoints"),
+            "filter": p3.get("filter"), "predict_ms": p3.get("predict_ms"),
+            "triangulate_ms": p3.get("stage_ms", {}).get("triangulate", {}),
+            "filter_ms": p3.get("stage_ms", {}).get("filter", {}),
+            "latency_pulse_to_pose3d_ms": p3.get("latency_ms", {}),
+        }
+        if all(c.backend == "sim" for c in self.rig.cameras):
+            from rigstream.inference.simdata import pose3d_errors
+
+            for key, name in (("error_3d_vs_truth", "pose3d.csv"),
+                              ("error_3d_filtered_vs_truth", "pose3d_filtered.csv")):
+                if (self.out / name).is_file():
+                    out[key] = pose3d_errors(self.rig, self.out / name)
         return out
 
     def _shutdown(self) -> None:
@@ -352,6 +383,8 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
         if height is not None:
             cam["height"] = height
     doc["cameras"] = cams
+    if cameras is not None or width is not None or height is not None:
+        doc["calibration"] = None  # no longer fits: the session places a simulated ring
     if fps is not None:
         doc["trigger"]["rate_hz"] = fps
         for cam in cams:  # keep exposure inside the period

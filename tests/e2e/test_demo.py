@@ -12,8 +12,10 @@ import pytest
 
 from rigstream.acquisition.sim_camera import TruthRenderer
 from rigstream.acquisition.video import read_frames
+from rigstream.calibration import Calibration
 from rigstream.cli import main
 from rigstream.config import load_rig
+from rigstream.inference.keypoint_files import read_points3d_csv
 
 pytestmark = pytest.mark.slow
 
@@ -115,6 +117,26 @@ def check_pose(out: Path, s: dict[str, Any]) -> None:
     lat = p["latency_pulse_to_pose2d_ms"]
     assert lat["n"] == p["framesets_posed"] and 0 < lat["p50"] <= lat["p99"]
     assert p["error_2d_vs_truth"]["framesets"] == p["framesets_posed"]
+    check_pose3d(out, s)
+
+
+def check_pose3d(out: Path, s: dict[str, Any]) -> None:
+    """Every posed set was triangulated with the session's calibration, and the points are
+    near the simulated animal."""
+    p3 = s["pose"]["pose3d"]
+    posed = [int(r["trigger_index"]) for r in read_rows(out / "pose_timing.csv")]
+    points = read_points3d_csv(out / "pose3d.csv")
+    assert points.frames.tolist() == posed and p3["framesets"] == len(posed)
+    assert p3["cameras"] == len(s["frames"]) and p3["triangulate_ms"]["n"] == len(posed)
+    assert 0 < p3["triangulate_ms"]["p50"] < 50
+    assert points.keypoints == load_rig(out / "rig.yaml").pose.keypoints
+    err = p3["error_3d_vs_truth"]
+    assert err["framesets"] == len(posed) and err["points"] >= 0.9 * len(posed) * len(points.keypoints)
+    assert err["median_mm"] < 8.0, err  # 2D error of ~1.8 px at ~1 m from 2+ cameras
+    filtered = read_points3d_csv(out / "pose3d_filtered.csv")  # the demo rig filters (kalman)
+    assert filtered.frames.tolist() == posed and p3["error_3d_filtered_vs_truth"]["median_mm"] < 8.0
+    cal = Calibration.load(out / "calibration.toml")
+    assert cal.names == list(s["frames"])
 
 
 def test_two_cameras_lossless(tmp_path: Path) -> None:
