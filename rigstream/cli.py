@@ -306,7 +306,7 @@ def cmd_triangulate(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from rigstream.inference.calibrate import calibrate_main
 
-    return calibrate_main(args)
+    return calibrate_main(args, camera_pairs(args.sources, "SOURCE", "back=calib/back or back=back.mp4"))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -55,10 +55,13 @@ def main(paths: list[str]) -> None:
         t_theirs = time.perf_counter() - t0
         their_err = group.reprojection_error(theirs, flat, mean=True)
         row = {"aniposelib": {"all_confident_views": stats(their_err), "seconds": round(t_theirs, 3)}}
-        for name, cfg in (("rigstream", TriangulationConfig(min_score=MIN_SCORE)),
-                          ("rigstream_no_resolve", TriangulationConfig(min_score=MIN_SCORE, max_error_px=1e9)),
-                          ("rigstream_unweighted_no_resolve",
-                           TriangulationConfig(min_score=MIN_SCORE, max_error_px=1e9, weighted=False))):
+        keep_all = 1e9
+        for name, cfg in (
+            ("rigstream", TriangulationConfig(min_score=MIN_SCORE)),
+            ("rigstream_no_resolve", TriangulationConfig(min_score=MIN_SCORE, max_error_px=keep_all)),
+            ("rigstream_unweighted_no_resolve",
+             TriangulationConfig(min_score=MIN_SCORE, max_error_px=keep_all, weighted=False)),
+        ):
             tri = Triangulator(cal, cfg)
             tri.warm_up()
             t0 = time.perf_counter()
