@@ -12,7 +12,8 @@ With a calibration in the rig, the same process then triangulates the views (con
 weighted, worst view dropped where it disagrees), optionally filters and predicts ahead, and
 publishes :class:`~rigstream.protocol.Pose3D` right after the Pose2D; ``pose3d.csv`` holds
 the triangulated points in anipose's layout (``fnum`` = trigger index), and
-``pose3d_filtered.csv`` the filtered ones when a filter is on.
+``pose3d_filtered.csv`` what was published when a filter is on (filtered, or the filter's
+prediction ``predict_ms`` past the pulse).
 
 Setup problems (a corrupt model file, keypoints that differ from the rig file's, a camera
 image the model cannot take) raise :class:`PoseSetupError` before anything runs.

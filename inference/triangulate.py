@@ -101,6 +101,9 @@ class Triangulator:
     def undistort(self, xy_px: np.ndarray) -> np.ndarray:
         """(C, ..., 2) px -> (C, ..., 2) normalized coordinates; NaN stays NaN."""
         xy = np.asarray(xy_px, dtype=np.float64)
+        if xy.ndim < 2 or xy.shape[0] != len(self.names) or xy.shape[-1] != 2:
+            raise TriangulationError(
+                f"undistort: expected points of shape ({len(self.names)} cameras, ..., 2), got {xy.shape}")
         flat = np.ascontiguousarray(xy.reshape(len(self.names), -1, 2))
         return _undistort_all(flat, self._intr, self._dist).reshape(xy.shape)
 
@@ -108,6 +111,8 @@ class Triangulator:
         """(..., 3) -> (C, ..., 2) px in every camera (distorted, OpenCV's model); NaN for NaN
         points and for points behind a camera."""
         pts = np.asarray(xyz, dtype=np.float64)
+        if pts.ndim < 1 or pts.shape[-1] != 3:
+            raise TriangulationError(f"project: expected points of shape (..., 3), got {pts.shape}")
         flat = np.ascontiguousarray(pts.reshape(-1, 3))
         out = _project_all(flat, self._ext, self._intr, self._dist)
         return out.reshape((len(self.names), *pts.shape[:-1], 2))

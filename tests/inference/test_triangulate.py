@@ -531,3 +531,13 @@ def test_real_four_camera_mouse(mouse: tuple[np.ndarray, np.ndarray, list[str]])
     # Scale: nose to head is about 2 cm on a mouse (measured 21 mm).
     nose_head = distance(got.xyz[:, nodes.index("Nose")], got.xyz[:, nodes.index("Head")])
     assert 5.0 < np.nanmedian(nose_head) < 40.0
+
+
+def test_undistort_and_project_check_their_shapes() -> None:
+    tri = Triangulator(ring(4))
+    with pytest.raises(TriangulationError, match=r"undistort: expected points of shape \(4 cameras"):
+        tri.undistort(np.zeros((4, 10, 3)))
+    with pytest.raises(TriangulationError, match="undistort"):
+        tri.undistort(np.zeros((3, 10, 2)))
+    with pytest.raises(TriangulationError, match=r"project: expected points of shape \(\.\.\., 3\)"):
+        tri.project(np.zeros((10, 2)))
