@@ -4,8 +4,9 @@ In the spirit of gpiozero's pin factories, the daemon never calls a GPIO library
 :class:`PinBackend` and only sets pins up as outputs and writes levels. :class:`SimPins` is the
 simulated twin: it records every write as ``(t_ns, pin, level)`` and publishes every level
 change as a :class:`rigstream.protocol.Edge` on a simulated electrical line that simulated
-cameras subscribe to. The real driver, :class:`rigstream.firmware.rpigpio.RPiGPIOPins`, lives in
-its own module and is imported only by :func:`make_pins` when a rig file asks for it.
+cameras subscribe to. The real drivers, :class:`rigstream.firmware.rpigpio.RPiGPIOPins` and
+:class:`rigstream.firmware.pigpio_pins.PigpioPins`, live in their own modules and are imported
+only by :func:`make_pins` when a rig file asks for one.
 """
 
 from __future__ import annotations
@@ -293,7 +294,8 @@ def make_pins(rig: RigConfig, run: str, ctx: zmq.Context) -> PinBackend:
     """The pin backend named by ``rig.trigger.backend``.
 
     ``sim``: :class:`SimPins` publishing the trigger, sync and ttl lines at
-    ``rig.address("sim_lines", run, line=name)``. ``rpigpio``: the Raspberry Pi's GPIO header.
+    ``rig.address("sim_lines", run, line=name)``. ``rpigpio``: the Raspberry Pi's GPIO header
+    through RPi.GPIO. ``pigpio``: the same header through the pigpio daemon.
     """
     backend = rig.trigger.backend
     lines = rig_lines(rig)
@@ -305,4 +307,8 @@ def make_pins(rig: RigConfig, run: str, ctx: zmq.Context) -> PinBackend:
         from .rpigpio import RPiGPIOPins
 
         return RPiGPIOPins()
-    raise ConfigError(f"trigger.backend: expected sim or rpigpio, got {backend!r}")
+    if backend == "pigpio":
+        from .pigpio_pins import PigpioPins
+
+        return PigpioPins()
+    raise ConfigError(f"trigger.backend: expected sim, rpigpio or pigpio, got {backend!r}")

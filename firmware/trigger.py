@@ -3,9 +3,27 @@
 One thread drives every output of the pulse train. Camera rising edge ``k`` is due at
 ``t0 + k * period_ns``; each deadline is computed from ``t0``, so timing errors never
 accumulate. The thread sleeps until just before the next event and spins the last
-``SPIN_NS``. Every rising edge is published as ``Pulse(index=k, t_pi_ns=t)``, ``t`` being the
-timestamp the pin backend took right after the write. A pulse whose deadline was missed is
-still sent (late, and counted), never skipped: indices have no gaps.
+``SPIN_NS``. A pulse whose deadline was missed is still sent (late, and counted), never
+skipped: indices have no gaps.
+
+Every edge the daemon writes is timestamped on the Pi's monotonic clock (``t``, taken by the
+pin backend right after the write) and published on the pulse stream as a
+:class:`~rigstream.protocol.Pulse` whose ``line`` says which edge it is:
+
+=============  ==========================================================================
+line           edge (``index``)
+=============  ==========================================================================
+camera         camera trigger rising edge (pulse ``k``; consumers match frames by it)
+camera-fall    camera trigger falling edge (the pulse ``k`` it ends)
+sync           sync line rising edge (sync pulse ``j``)
+sync-fall      sync line falling edge (sync pulse ``j``)
+ttl-command    a ``ttl`` command's arrival (TTL pulse ``n``, counted from 0 per daemon)
+ttl            TTL rising edge (TTL pulse ``n``)
+ttl-fall       TTL falling edge (TTL pulse ``n``)
+=============  ==========================================================================
+
+Consumers that want only the camera pulses keep ``line == "camera"``; the recorder writes all of
+them to ``pulses.csv``.
 
 The sync line to the neural recorder (as pyControl's Rsync) rises at random intervals, uniform in
 ``[min_interval_s, max_interval_s]`` from a generator seeded with ``sync_line.seed`` (each
@@ -14,7 +32,12 @@ events are merged into the same loop, and one is put off while a camera rising e
 within ``SYNC_GUARD_NS``: the camera's timing comes first, and a sync pulse's exact time is
 known from its timestamp anyway.
 
-Control is a REP socket that answers :class:`rigstream.protocol.Command`:
+Control is a REP socket that answers :class:`rigstream.protocol.Command`. It binds where
+``transport.trigger_control`` says (ipc by default). An address reachable from the network
+(anything but ipc, inproc and loopback tcp) needs ``trigger.control_keys``: the socket is then a
+ZeroMQ CURVE server, and a ZAP handler admits only clients whose public key is in
+``authorized_dir``; anyone else gets no reply (the handshake fails) and the refusal is logged at
+WARNING. Keys given for a local address are used too.
 
 ==========  ===========================================  =====================================
 cmd         args                                         reply data
@@ -33,6 +56,7 @@ Each ``start`` begins a new train: pulse indices count from 0 again.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -44,11 +68,12 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from rigstream import protocol
-from rigstream.config import ConfigError, RigConfig
+from rigstream.config import ConfigError, InputError, RigConfig
 from rigstream.protocol import Command, Pulse, Reply
-from rigstream.transport import Publisher, bind_address
+from rigstream.transport import Publisher, bind_address, is_local_address, load_curve_keypair
 
 from .pins import PinBackend, PinError, make_pins, rig_lines
 
@@ -69,6 +94,14 @@ LATE_WINDOW = 1 << 16
 POLL_MS = 100
 """How often serve() looks at its stop event while no command arrives."""
 JOIN_TIMEOUT_S = 5.0
+REFUSAL_LOG_EVERY = 100
+"""A client refused again and again (a REQ socket retries every 100 ms) is logged at WARNING
+the first time and then once every this many refusals."""
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 _NEVER = 1 << 62
 
@@ -98,6 +131,101 @@ def _args(cmd: str, args: dict[str, Any], model: type[Any]) -> Any:
         raise ValueError(f"{cmd}: {text.replace('`$.', '`args.')}") from None
 
 
+class _RefusalLog:
+    """Counts refusals per reason and logs the first, then every ``REFUSAL_LOG_EVERY``-th."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str) -> None:
+        with self._lock:
+            n = self._counts[reason] = self._counts.get(reason, 0) + 1
+        if n == 1 or n % REFUSAL_LOG_EVERY == 0:
+            again = f" ({n} times so far)" if n > 1 else ""
+            logger.warning("trigger: refused a control client: %s%s", reason, again)
+        else:
+            logger.debug("trigger: refused a control client: %s (%d)", reason, n)
+
+    @property
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+
+class _AuthorizedKeys:
+    """A ZAP credentials provider (``configure_curve_callback``): the public keys found in a
+    folder of ``*.key`` files, as ``configure_curve(location=folder)`` would load them, but
+    refusals are logged at WARNING (ThreadAuthenticator logs them at DEBUG only)."""
+
+    def __init__(self, folder: str, refused: _RefusalLog) -> None:
+        import zmq.auth
+
+        self.folder = folder
+        try:
+            self.keys = set(zmq.auth.load_certificates(folder))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"trigger.control_keys.authorized_dir: expected a folder of client public keys "
+                f"(*.key, made by rigstream keys), got {folder!r}: {exc}"
+            ) from None
+        if not self.keys:
+            raise ConfigError(
+                f"trigger.control_keys.authorized_dir: no client public key (*.key) in {folder}; "
+                f"copy there the NAME.key of every machine allowed to command the trigger"
+            )
+        self._refused = refused
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys:
+            return True
+        self._refused(f"CURVE key {key.decode('ascii', 'replace')} is not authorized in {self.folder}")
+        return False
+
+
+class _ControlAuth:
+    """The control socket's CURVE server keys and its ZAP handler (one per zmq.Context).
+
+    Making one reads the key files (ConfigError naming the key if they will not do);
+    ``start`` starts the handler.
+    """
+
+    def __init__(self, server_secret_file: str, authorized_dir: str) -> None:
+        try:
+            self.public, self.secret = load_curve_keypair(server_secret_file)
+        except InputError as exc:
+            raise ConfigError(f"trigger.control_keys.server_secret_file: {exc}") from None
+        self.refused = _RefusalLog()
+        self._provider = _AuthorizedKeys(authorized_dir, self.refused)
+        self.authorized = len(self._provider.keys)
+        self.authenticator: Any = None
+
+    def start(self, ctx: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.zap"))
+        try:
+            auth.start()
+        except zmq.ZMQError as exc:
+            auth.stop()
+            raise RuntimeError(
+                f"trigger: cannot start the ZAP authenticator ({exc}): this zmq.Context already "
+                f"has one; give the daemon a context of its own"
+            ) from None
+        auth.configure_curve_callback(domain="*", credentials_provider=self._provider)
+        self.authenticator = auth
+
+    def secure(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` (before it binds) a CURVE server with the daemon's keys."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+    def close(self) -> None:
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
+
+
 class TriggerDaemon:
     """Drives the camera trigger, the sync line and TTL outputs through a :class:`PinBackend`.
 
@@ -116,6 +244,17 @@ class TriggerDaemon:
         realtime_priority: int | None = None,
     ) -> None:
         lines = rig_lines(rig)  # one role per pin, or ConfigError
+        self.control_address = rig.address("trigger_control", run)
+        control_keys = rig.trigger.control_keys
+        if control_keys is None and not is_local_address(self.control_address):
+            raise ConfigError(
+                f"control address {self.control_address} is reachable from the network: give "
+                f"trigger.control_keys (server secret key and authorized client keys; make them "
+                f"with `rigstream keys`)"
+            )
+        self._auth: _ControlAuth | None = None
+        if control_keys is not None:  # read the keys before any pin moves
+            self._auth = _ControlAuth(control_keys.server_secret_file, control_keys.authorized_dir)
         self.realtime_priority = realtime_priority
         """SCHED_FIFO priority (1..99) for the pulse thread, where the OS allows it (Linux,
         root or CAP_SYS_NICE); it cuts the worst-case lateness on a busy machine."""
@@ -136,17 +275,28 @@ class TriggerDaemon:
                 raise ConfigError(f"{keys[name]}: {exc}") from None
 
         self.pulses_address = rig.address("pulses", run)
-        self.control_address = rig.address("trigger_control", run)
-        self._pulse_pub = Publisher(ctx, self.pulses_address, hwm=PULSE_HWM)
-        self._pub_lock = threading.Lock()
+        self._monitor: zmq.Socket | None = None
         try:
+            if self._auth is not None:
+                self._auth.start(ctx)
+            self._pulse_pub = Publisher(ctx, self.pulses_address, hwm=PULSE_HWM)
+            self._pub_lock = threading.Lock()
             self._rep = ctx.socket(zmq.REP)
             self._rep.setsockopt(zmq.LINGER, 0)
+            if self._auth is not None:
+                self._auth.secure(self._rep)
+                self._monitor = self._rep.get_monitor_socket(_HANDSHAKE_FAILED)
             self._rep.bind(bind_address(self.control_address))
         except BaseException:
-            self._pulse_pub.close()
+            if hasattr(self, "_pulse_pub"):
+                self._pulse_pub.close()
             if hasattr(self, "_rep"):
+                if self._monitor is not None:
+                    self._rep.disable_monitor()
+                    self._monitor.close()
                 self._rep.close()
+            if self._auth is not None:
+                self._auth.close()
             raise
         self.malformed = protocol.MalformedCounter("trigger control")
         self._handlers: dict[str, Callable[[dict[str, Any], int], dict[str, Any]]] = {
@@ -169,6 +319,7 @@ class TriggerDaemon:
         self.overruns = 0
         """Pulses later than a whole period."""
         self.ttl_pulses = 0
+        self._ttl_lock = threading.Lock()
         self.error = ""
         self._late_ns = np.zeros(LATE_WINDOW, dtype=np.int64)
         self._late_max_ns = 0
@@ -176,13 +327,15 @@ class TriggerDaemon:
         # Hot-loop state, allocated once.
         self._encoder = msgspec.msgpack.Encoder()
         self._pulse = Pulse(index=0, t_pi_ns=0, line="camera")
+        self._fall = Pulse(index=0, t_pi_ns=0, line="camera-fall")
         self._sync_pulse = Pulse(index=0, t_pi_ns=0, line="sync")
+        self._sync_fall = Pulse(index=0, t_pi_ns=0, line="sync-fall")
         self._sync_iv_ns = np.zeros(0, dtype=np.int64)
         self._sync_iv_i = 0
         self._sync_rng: np.random.Generator | None = None
         logger.info(
             "trigger: %.3f Hz on pin %d (width %.1f us), sync line %s, ttl pin %d; pulses at %s, "
-            "control at %s",
+            "control at %s (%s)",
             trig.rate_hz,
             self.camera_pin,
             trig.pulse_width_us,
@@ -190,6 +343,8 @@ class TriggerDaemon:
             self.ttl_pin,
             self.pulses_address,
             self.control_address,
+            "open to local clients" if self._auth is None
+            else f"CURVE, authorized client keys: {self._auth.authorized}",
         )
 
     # -- control -------------------------------------------------------------------------
@@ -198,14 +353,26 @@ class TriggerDaemon:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def refused_clients(self) -> int:
+        """Control clients refused so far (CURVE handshakes that failed); 0 without keys."""
+        return 0 if self._auth is None else self._auth.refused.total
+
     def serve(self, stop: threading.Event | None = None) -> None:
         """Answer commands until ``shutdown`` arrives or ``stop`` is set; then stop the train."""
         self._check_open()
         rep = self._rep
+        poller = zmq.Poller()
+        poller.register(rep, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         logger.info("trigger: serving commands at %s", self.control_address)
         try:
             while not self._shutdown.is_set() and not (stop is not None and stop.is_set()):
-                if not rep.poll(POLL_MS, zmq.POLLIN):
+                ready = dict(poller.poll(POLL_MS))
+                if self._monitor is not None and self._monitor in ready:
+                    self._log_handshake_failures()
+                if rep not in ready:
                     continue
                 parts = rep.recv_multipart()
                 t_command_ns = time.monotonic_ns()
@@ -214,6 +381,23 @@ class TriggerDaemon:
         finally:
             self.stop()
             logger.info("trigger: no longer serving commands")
+
+    def _log_handshake_failures(self) -> None:
+        """Handshake failures the ZAP handler does not see (a client without keys, or with a
+        wrong server key) are refusals too; failed authorizations were logged with the key."""
+        assert self._monitor is not None and self._auth is not None
+        while self._monitor.poll(0, zmq.POLLIN):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                continue
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                what = (
+                    f"handshake failed (protocol error {event['value']:#x}: the client has no "
+                    f"CURVE keys, or not this daemon's server key)"
+                )
+            else:
+                what = f"handshake failed ({os.strerror(event['value'])})"
+            self._auth.refused(f"{what} at {event['endpoint'].decode(errors='replace')}")
 
     def handle(self, parts: list[bytes], t_command_ns: int) -> Reply:
         """One request (the parts of a ZeroMQ message) to its reply; never raises."""
@@ -327,7 +511,7 @@ class TriggerDaemon:
 
         Keys: running, t0_ns, pulses_sent, sync_pulses_sent, ttl_pulses, pulse_subscribers,
         line_subscribers (per simulated line; ``{}`` for real pins), rate_hz, late_max_us,
-        late_median_us, late_p99_us, overruns, malformed, error.
+        late_median_us, late_p99_us, overruns, malformed, refused_clients, error.
         ``late_*_us``: how far rising edges came after their deadlines, over the last
         ``LATE_WINDOW`` pulses (max: the whole train); 0.0 before the first pulse.
         ``overruns``: pulses more than a whole period late.
@@ -357,26 +541,45 @@ class TriggerDaemon:
             "late_p99_us": float(p99) / 1000,
             "overruns": self.overruns,
             "malformed": self.malformed.total,
+            "refused_clients": self.refused_clients,
             "error": self.error,
         }
 
     def ttl(self, width_ms: float = 1.0, t_command_ns: int | None = None) -> dict[str, int]:
-        """One pulse on the TTL pin; the width is slept, not spun, so the train keeps the CPU."""
+        """One pulse on the TTL pin; the width is slept, not spun, so the train keeps the CPU.
+
+        Returns (and logs, and publishes as ``ttl-command``, ``ttl``, ``ttl-fall`` pulses with
+        the TTL's index) the command's arrival and both edges on the Pi's clock.
+        """
         self._check_open()
         if not 0 < width_ms <= 1000:
             raise ValueError(f"ttl: width_ms must be in (0, 1000], got {width_ms}")
         if t_command_ns is None:
             t_command_ns = time.monotonic_ns()
-        t_edge = self.pins.write(self.ttl_pin, 1)
-        try:
-            time.sleep(max(0.0, (t_edge + width_ms * 1e6 - time.monotonic_ns()) * 1e-9))
-        finally:
-            t_fall = self.pins.write(self.ttl_pin, 0)
-        self.ttl_pulses += 1
-        logger.debug(
-            "trigger: ttl %.3f ms, %.1f us after the command",
-            width_ms,
+        with self._ttl_lock:
+            t_edge = self.pins.write(self.ttl_pin, 1)
+            try:
+                time.sleep(max(0.0, (t_edge + width_ms * 1e6 - time.monotonic_ns()) * 1e-9))
+            finally:
+                t_fall = self.pins.write(self.ttl_pin, 0)
+            n = self.ttl_pulses
+            self.ttl_pulses = n + 1
+        msgs = [
+            protocol.encode(Pulse(index=n, t_pi_ns=t, line=line))
+            for line, t in (("ttl-command", t_command_ns), ("ttl", t_edge), ("ttl-fall", t_fall))
+        ]
+        with self._pub_lock:
+            for msg in msgs:
+                self._pulse_pub.sock.send(msg)
+        logger.info(
+            "trigger: ttl %d: command at %d ns, rising edge at %d ns (%.1f us later), falling "
+            "edge at %d ns (%.3f ms wide)",
+            n,
+            t_command_ns,
+            t_edge,
             (t_edge - t_command_ns) / 1000,
+            t_fall,
+            (t_fall - t_edge) / 1e6,
         )
         return {"t_command_ns": t_command_ns, "t_edge_ns": t_edge, "t_fall_ns": t_fall}
 
@@ -427,7 +630,9 @@ class TriggerDaemon:
         lock = self._pub_lock
         encode = self._encoder.encode
         pulse = self._pulse
+        fall = self._fall
         sync_pulse = self._sync_pulse
+        sync_fall = self._sync_fall
         late = self._late_ns
         late_mask = LATE_WINDOW - 1
         never = _NEVER
@@ -468,8 +673,13 @@ class TriggerDaemon:
                 pass
 
             if not do_sync:
-                if fall_at != never:  # camera falling edge
+                if fall_at != never:  # camera falling edge of pulse k - 1
                     t = write(cam, 0)
+                    fall.index = k - 1
+                    fall.t_pi_ns = t
+                    msg = encode(fall)
+                    with lock:
+                        send(msg)
                     fall_at = never
                     if rise_at != never and rise_at < t + width:
                         rise_at = t + width
@@ -495,8 +705,13 @@ class TriggerDaemon:
                     rise_at = rise_deadline = sync_rise_at = never
                 else:
                     rise_at = rise_deadline
-            elif sync_fall_at != never:  # sync falling edge
-                write(sync, 0)
+            elif sync_fall_at != never:  # sync falling edge of sync pulse j - 1
+                t = write(sync, 0)
+                sync_fall.index = j - 1
+                sync_fall.t_pi_ns = t
+                msg = encode(sync_fall)
+                with lock:
+                    send(msg)
                 sync_fall_at = never
             else:  # sync rising edge j
                 t = write(sync, 1)
@@ -523,9 +738,14 @@ class TriggerDaemon:
             self.stop()
         finally:
             self._closed = True
+            if self._monitor is not None:
+                self._rep.disable_monitor()
+                self._monitor.close()
             self._rep.close()
             with self._pub_lock:
                 self._pulse_pub.close()
+            if self._auth is not None:
+                self._auth.close()
             logger.info("trigger: closed after %d pulses", self.pulses_sent)
 
     def __enter__(self) -> TriggerDaemon:
@@ -576,6 +796,10 @@ def run_trigger(
             make_pins(rig, run, context) as pins,
             TriggerDaemon(rig, pins, context, run, realtime_priority=realtime_priority) as d,
         ):
+            # Everything made so far (modules, numpy, zmq) lives as long as the process: leave
+            # it out of the garbage collector's full collections, which run in whichever thread
+            # allocates and would otherwise scan it all, holding up the pulse thread.
+            gc.freeze()
             if autostart:
                 d.start()
             d.serve(stop)

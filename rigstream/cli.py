@@ -93,6 +93,16 @@ def _print_summary(s: dict[str, Any]) -> None:
                 if e3 and e3.get("median_mm") is not None:
                     line += f"; {label} median {e3['median_mm']:.2f} mm, p95 {e3['p95_mm']:.2f} mm"
             lines.append(line)
+    nc = s.get("neural_clock")
+    if nc:
+        if nc.get("aligned"):
+            m, e = nc["mapping"], nc["error_vs_truth"]
+            lines.append(f"neural      {nc['kind']} recorder: {m['n_matched']} sync pulses matched "
+                         f"({m['unmatched_a']} Pi / {m['unmatched_b']} recorder unmatched), drift "
+                         f"{m['drift_ppm']:.1f} ppm; frame times vs truth RMS {e['rms_us']:.1f} us, "
+                         f"max {e['max_us']:.1f} us; column {nc['column']}")
+        else:
+            lines.append(f"neural      not aligned: {nc.get('error') or nc.get('align_with')}")
     gaps = {k: v for k, v in s["transport_seq_gaps"].items() if v}
     if gaps:
         lines.append(f"transport   messages lost: {gaps}")
@@ -111,7 +121,17 @@ def _us(ms: float | None) -> str:
 def cmd_trigger(args: argparse.Namespace) -> int:
     from rigstream.firmware.trigger import run_trigger
 
-    run_trigger(_rig(args), args.run, autostart=args.start)
+    run_trigger(_rig(args), args.run, autostart=args.start,
+                realtime_priority=args.realtime_priority)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from rigstream.transport import create_curve_keys
+
+    public, secret = create_curve_keys(args.out, args.name)
+    print(f"{public}: public key (copy it to the trigger's authorized folder, or to clients "
+          f"as the server's key)\n{secret}: secret key (keep it on this machine only)")
     return 0
 
 
@@ -303,6 +323,40 @@ def cmd_triangulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_mapping(summary: dict[str, Any], a_count: int, b_count: int) -> None:
+    ub = summary["units_b"]
+    print(f"pulses: {a_count} in A, {b_count} in B; matched {summary['n_matched']} "
+          f"({summary['n_outliers']} rejected by the fit as outliers); unmatched: "
+          f"{summary['unmatched_a']} in A, {summary['unmatched_b']} in B")
+    print(f"scale {summary['scale']:.9g} {ub} per {summary['units_a']}; drift up to "
+          f"{summary['drift_ppm']:.2f} ppm; residuals RMS {summary['residual_rms']:.4g} {ub}, "
+          f"max {summary['residual_max']:.4g} {ub}")
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from rigstream.sync.align import align
+    from rigstream.sync.recorders import read_edges
+
+    b = read_edges(args.b)
+    if args.session:
+        from rigstream.sync.session_align import MAPPING_FILE, align_session, read_pulses
+
+        units = b.units if b.units != "?" else "units"
+        mapping = align_session(args.session, b.times, units=units)
+        _print_mapping(mapping.summary(), int(read_pulses(Path(args.session))[0].size), len(b.times))
+        print(f"-> {Path(args.session) / MAPPING_FILE}; t_neural_{units} added to the session's tables")
+        return 0
+    if not args.a:
+        raise InputError("align: give --a EDGES (or --session DIR) and --b EDGES")
+    a = read_edges(args.a)
+    mapping = align(a.times, b.times, units_a=a.units, units_b=b.units)
+    _print_mapping(mapping.summary(), len(a.times), len(b.times))
+    if args.out:
+        mapping.save(args.out)
+        print(f"-> {args.out}")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from rigstream.inference.calibrate import calibrate_main
 
@@ -338,7 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trigger", help="run the trigger daemon (on the Pi, or simulated)")
     _add_component_args(p)
     p.add_argument("--start", action="store_true", help="start pulsing at once")
+    p.add_argument("--realtime-priority", type=int, choices=range(1, 100), metavar="1..99",
+                   help="run the pulse thread SCHED_FIFO at this priority (root or CAP_SYS_NICE)")
     p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("keys", help="make a CURVE key pair for the trigger's control socket")
+    p.add_argument("--out", required=True, help="folder to write NAME.key and NAME.key_secret to")
+    p.add_argument("--name", default="rigstream", help="file name of the pair (default: rigstream)")
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("camera", help="run one camera node")
     _add_component_args(p)
@@ -446,9 +507,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="also write the report as JSON")
     p.set_defaults(func=cmd_triangulate)
 
+    p = sub.add_parser("align", help="match two sync-pulse trains and map one clock onto the other")
+    p.add_argument("--a", help="edge times on clock A (the Pi's): CSV/TXT/NPY, FILE.ppd[:DIGITAL], "
+                               "or an Open Ephys recording REC:LINE[:STREAM]")
+    p.add_argument("--b", required=True, help="edge times on clock B (the recorder's), same forms")
+    p.add_argument("--session", help="align a session folder's sync line (instead of --a) and add "
+                                     "t_neural columns to its tables")
+    p.add_argument("--out", help="mapping.json to write (converts times both ways)")
+    p.set_defaults(func=cmd_align)
+
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=["throughput", "inference", "triangulate"])
-    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("what", choices=["throughput", "inference", "triangulate", "align"])
+    p.add_argument("--seconds", type=float, default=None,
+                   help="throughput: per trial (default 30); align: simulated session (default 3600)")
     p.add_argument("--rates", default="", help="comma-separated trigger rates to try")
     p.add_argument("--width", type=int, default=1440)
     p.add_argument("--height", type=int, default=1080)

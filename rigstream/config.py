@@ -96,14 +96,27 @@ class SyncLineConfig(_Model, kw_only=True):
             )
 
 
+class ControlKeysConfig(_Model, kw_only=True):
+    """ZeroMQ CURVE keys that guard the trigger daemon's control socket (``rigstream keys``
+    makes them). Paths are used as given (absolute, or relative to the working directory)."""
+
+    server_secret_file: str
+    """The daemon's key pair: a ``NAME.key_secret`` file (it holds the public key too)."""
+    authorized_dir: str
+    """A folder of the public keys (``*.key``) of the clients allowed to send commands."""
+
+
 class TriggerConfig(_Model, kw_only=True):
     rate_hz: PositiveFloat
-    backend: Literal["sim", "rpigpio"] = "sim"
+    backend: Literal["sim", "rpigpio", "pigpio"] = "sim"
     camera_pin: NonNegInt = 18
     """BCM pin driving the primary camera's trigger input."""
     ttl_pin: NonNegInt = 24
     """BCM pin for closed-loop TTL outputs."""
     pulse_width_us: PositiveFloat = 100.0
+    control_keys: ControlKeysConfig | None = None
+    """CURVE keys for the control socket: required when ``transport.trigger_control`` is
+    reachable from the network (not ipc, inproc or loopback tcp); used wherever given."""
 
     def __post_init__(self) -> None:
         if self.pulse_width_us * 1e-6 >= 1.0 / self.rate_hz:
@@ -224,6 +237,34 @@ class TransportConfig(_Model, kw_only=True):
     """How long the assembler waits for a late camera before emitting an incomplete set."""
 
 
+class SimRecorderConfig(_Model, kw_only=True):
+    """The simulated neural recorder: its own clock, sampling, and imperfect sync input."""
+
+    rate_hz: PositiveFloat = 30000.0
+    offset_s: float = 1234.5
+    """Recorder time at Pi time 0."""
+    drift_ppm: Annotated[float, msgspec.Meta(ge=-200, le=200)] = 50.0
+    wander_ppm: Annotated[float, msgspec.Meta(ge=0, le=100)] = 10.0
+    """Slow wandering of the drift around ``drift_ppm``."""
+    missing: Annotated[float, msgspec.Meta(ge=0, lt=0.5)] = 0.05
+    """Fraction of sync pulses the recorder misses."""
+    spurious: Annotated[float, msgspec.Meta(ge=0, lt=0.5)] = 0.01
+    """Spurious edges per true pulse."""
+    seed: int = 0
+
+
+class NeuralClockConfig(_Model, kw_only=True):
+    """The neural recorder whose clock every row is mapped to (via the sync line)."""
+
+    kind: Literal["sim", "recorder"] = "recorder"
+    """``sim``: a simulated recorder, aligned at the end of the session; ``recorder``: a real
+    one, aligned after the fact with ``rigstream align --session DIR --b FILE``."""
+    name: str = "neural"
+    units: str = "samples"
+    """Units of the recorder's times (``t_neural_<units>`` columns)."""
+    sim: SimRecorderConfig = SimRecorderConfig()
+
+
 class RigConfig(_Model, kw_only=True):
     name: str = "rig"
     cameras: list[CameraConfig]
@@ -233,6 +274,7 @@ class RigConfig(_Model, kw_only=True):
     recording: RecordingConfig = RecordingConfig()
     transport: TransportConfig = TransportConfig()
     pose: PoseConfig | None = None
+    neural_clock: NeuralClockConfig | None = None
     calibration: str | None = None
     """The cameras' calibration (aniposelib TOML), relative to the rig file. Live 3D uses it,
     and simulated cameras are placed by it (default for them: a ring around the arena)."""

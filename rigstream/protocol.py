@@ -54,13 +54,16 @@ class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_
 
 
 class Pulse(_Message, tag="pulse", kw_only=True):
-    """One trigger pulse sent by the Pi; ``index`` counts from 0 at session start."""
+    """One edge of an output the Pi drives; ``index`` counts that output's pulses from 0 at
+    session start (a falling edge has its pulse's index)."""
 
     index: int
     t_pi_ns: int
-    """Rising edge on the Pi's monotonic clock."""
+    """The edge on the Pi's monotonic clock (taken right after the pin write)."""
     line: str = "camera"
-    """Which output: ``camera`` (the camera trigger) or ``sync`` (the neural sync line)."""
+    """Which output and edge: ``camera`` / ``sync`` / ``ttl`` (rising edges of the camera
+    trigger, the neural sync line, a closed-loop TTL), ``camera-fall`` / ``sync-fall`` /
+    ``ttl-fall`` (their falling edges), ``ttl-command`` (when a TTL command arrived)."""
 
 
 class Edge(_Message, tag="edge", kw_only=True):

@@ -3,20 +3,27 @@ status reports to the supervisor and the control channel.
 
 Publishers are XPUB sockets in verbose mode so a producer can wait until its consumers have
 subscribed before the first pulse (no slow-joiner losses at session start).
+
+A REP socket reachable from the network is guarded with ZeroMQ CURVE: the helpers at the end
+load key files made by ``rigstream keys`` (``zmq.auth`` certificates: ``NAME.key`` holds the
+public key, ``NAME.key_secret`` both) and :func:`request` takes a client's keys.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import zmq
 
 from rigstream import protocol
+from rigstream.config import InputError
 from rigstream.protocol import Command, Status
 
 logger = logging.getLogger(__name__)
@@ -149,10 +156,24 @@ class ControlListener:
             self.sock.close()
 
 
-def request(ctx: zmq.Context, address: str, cmd: Command, timeout_s: float = 2.0) -> protocol.Reply:
-    """One REQ/REP round trip; raises TimeoutError if nobody answers."""
+def request(
+    ctx: zmq.Context,
+    address: str,
+    cmd: Command,
+    timeout_s: float = 2.0,
+    *,
+    curve: CurveClientKeys | None = None,
+) -> protocol.Reply:
+    """One REQ/REP round trip; raises TimeoutError if nobody answers.
+
+    With ``curve`` the request goes over ZeroMQ CURVE to a server that has the public key
+    ``curve.server_public``; a server that does not authorize this client's key never answers
+    (the handshake fails), which shows here as the TimeoutError.
+    """
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(sock)
     sock.connect(address)
     try:
         sock.send(protocol.encode(cmd))
@@ -161,3 +182,95 @@ def request(ctx: zmq.Context, address: str, cmd: Command, timeout_s: float = 2.0
         return protocol.decode(sock.recv(), protocol.Reply)
     finally:
         sock.close()
+
+
+# -- CURVE ---------------------------------------------------------------------------------
+
+
+def is_local_address(address: str) -> bool:
+    """True for addresses no other machine can reach: ipc, inproc and tcp bound to loopback.
+
+    It judges the address a socket binds for ``address`` (:func:`bind_address`): a tcp host
+    name binds every interface, so only ``localhost`` and loopback IPs count as local.
+    """
+    bound = bind_address(address) if address.startswith("tcp://") else address
+    if bound.startswith(("ipc://", "inproc://")):
+        return True
+    if not bound.startswith("tcp://"):
+        return False  # pgm, epgm, udp, ws, ...: on the network
+    host = urlparse(bound).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*" or an interface name
+
+
+class CurveClientKeys(NamedTuple):
+    """A client's CURVE keys (z85 text as bytes, 40 characters each) and its server's public key."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    def apply(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` (before it connects) a CURVE client of the server."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+def load_curve_keypair(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
+    """``(public, secret)`` from a ``NAME.key_secret`` file; InputError naming the file if it
+    is missing or holds no secret key."""
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: expected a CURVE key pair file (NAME.key_secret): {exc}") from None
+    if secret is None:
+        raise InputError(
+            f"{path}: holds only a public key; expected the secret key file (NAME.key_secret, "
+            f"made by rigstream keys)"
+        )
+    return public, secret
+
+
+def load_curve_public(path: str | os.PathLike[str]) -> bytes:
+    """The public key from a ``NAME.key`` (or ``NAME.key_secret``) file."""
+    import zmq.auth
+
+    try:
+        return zmq.auth.load_certificate(path)[0]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: expected a CURVE public key file (NAME.key): {exc}") from None
+
+
+def load_curve_client_keys(
+    server_public_file: str | os.PathLike[str], client_secret_file: str | os.PathLike[str]
+) -> CurveClientKeys:
+    """The keys :func:`request` needs to talk to a CURVE server: the server's ``NAME.key`` and
+    this client's ``NAME.key_secret``."""
+    public, secret = load_curve_keypair(client_secret_file)
+    return CurveClientKeys(load_curve_public(server_public_file), public, secret)
+
+
+def create_curve_keys(folder: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
+    """A new key pair in ``folder``: ``NAME.key`` (public, to hand out) and ``NAME.key_secret``
+    (readable by its owner only). Refuses to overwrite an existing pair."""
+    import zmq.auth
+
+    out = Path(folder)
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"key name: expected a plain file name, got {name!r}")
+    existing = [p for p in (out / f"{name}.key", out / f"{name}.key_secret") if p.exists()]
+    if existing:
+        raise InputError(
+            f"{existing[0]}: already exists; remove it first or pick another --name "
+            f"(a replaced key locks out everyone who holds the old one)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    # The secret file exists, empty and private, before a key is written into it.
+    os.close(os.open(out / f"{name}.key_secret", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    public_file, secret_file = zmq.auth.create_certificates(out, name)
+    return Path(public_file), Path(secret_file)

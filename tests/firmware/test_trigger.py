@@ -27,11 +27,16 @@ from .conftest import DaemonHarness, make_rig, wait_for
 Harness = Callable[..., DaemonHarness]
 
 
-def receive(sock: zmq.Socket, n: int, timeout_ms: int = 2000) -> list[Pulse]:
-    """``n`` messages (or fewer if the stream goes quiet for ``timeout_ms``)."""
+def receive(
+    sock: zmq.Socket, n: int, timeout_ms: int = 2000, line: str | None = None
+) -> list[Pulse]:
+    """``n`` messages (or fewer if the stream goes quiet for ``timeout_ms``); with ``line``
+    only those of that line are kept and counted."""
     got = []
     while len(got) < n and sock.poll(timeout_ms):
-        got.append(protocol.decode(sock.recv(), Pulse))
+        msg = protocol.decode(sock.recv(), Pulse)
+        if line is None or msg.line == line:
+            got.append(msg)
     return got
 
 
@@ -67,10 +72,11 @@ def test_pulse_train_arrives_in_order_on_schedule(harness: Harness) -> None:
     assert h.daemon.wait(3.0)
     stopped = h.ok("stop")
     status = h.ok("status")
-    msgs = receive(sub, status["pulses_sent"] + status["sync_pulses_sent"])
+    msgs = receive(sub, 2 * (status["pulses_sent"] + status["sync_pulses_sent"]))
 
     camera = [m for m in msgs if m.line == "camera"]
     sync_pulses = [m for m in msgs if m.line == "sync"]
+    assert {m.line for m in msgs} == {"camera", "camera-fall", "sync", "sync-fall"}
     index = np.array([m.index for m in camera])
     t = np.array([m.t_pi_ns for m in camera], dtype=np.int64)
     assert index.tolist() == list(range(100))  # ceil(0.5 s * 200 Hz), no gaps, in order
@@ -94,6 +100,10 @@ def test_pulse_train_arrives_in_order_on_schedule(harness: Harness) -> None:
     assert isinstance(h.pins, SimPins)
     assert edges[0::2, 1].tolist() == [1] * 100 and edges[1::2, 1].tolist() == [0] * 100
     assert edges[0::2, 0].tolist() == t.tolist()
+    # So are the falling edges', each with the index of the pulse it ends.
+    falls = [m for m in msgs if m.line == "camera-fall"]
+    assert [m.index for m in falls] == list(range(100))
+    assert [m.t_pi_ns for m in falls] == edges[1::2, 0].tolist()
     width = edges[1::2, 0] - edges[0::2, 0]
     assert np.all(width >= 100_000)
     assert np.median(width) < 1_000_000
@@ -108,6 +118,9 @@ def test_pulse_train_arrives_in_order_on_schedule(harness: Harness) -> None:
     assert np.all(interval <= 50_000_000 + 50_000_000)  # max_interval_s, plus a stall
     sync_edges = h.pins.edges(23)
     assert sync_edges[0::2, 0].tolist() == t_sync.tolist()
+    sync_falls = [m for m in msgs if m.line == "sync-fall"]
+    assert [m.index for m in sync_falls] == list(range(len(sync_pulses)))
+    assert [m.t_pi_ns for m in sync_falls] == sync_edges[1::2, 0].tolist()
     assert np.all(sync_edges[1::2, 0] - sync_edges[0::2, 0] >= 2_000_000)
 
 
@@ -180,7 +193,7 @@ def test_stop_midway_and_double_start(harness: Harness) -> None:
     h = harness(make_rig(rate_hz=500, sync={"enabled": False}))
     sub = h.pulses()
     h.ok("start")
-    first = receive(sub, 20)
+    first = receive(sub, 20, line="camera")
     assert [m.index for m in first] == list(range(20))
 
     again = h.request("start", max_pulses=3)
@@ -188,7 +201,7 @@ def test_stop_midway_and_double_start(harness: Harness) -> None:
     assert h.ok("status")["running"] is True
 
     sent = h.ok("stop")["pulses_sent"]
-    rest = receive(sub, sent, timeout_ms=300)
+    rest = receive(sub, sent, timeout_ms=300, line="camera")
     assert [m.index for m in first + rest] == list(range(sent))
     assert h.ok("status")["running"] is False
     assert h.pins.level(18) == 0  # a stop never leaves the trigger line high
@@ -196,7 +209,7 @@ def test_stop_midway_and_double_start(harness: Harness) -> None:
     # A new train starts from index 0.
     h.ok("start", max_pulses=3)
     assert h.daemon.wait(2.0)
-    assert [m.index for m in receive(sub, 3)] == [0, 1, 2]
+    assert [m.index for m in receive(sub, 3, line="camera")] == [0, 1, 2]
 
 
 def test_ttl_pulses_the_ttl_pin(harness: Harness) -> None:
