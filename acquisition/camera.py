@@ -154,6 +154,17 @@ class Camera(ABC):
         """Backend counters for the summary (frames taken, faults injected, ...)."""
         return {}
 
+    def latch_clock(self) -> tuple[int, int, int] | None:
+        """Latch the camera's clock between two readings of the host's monotonic clock:
+        ``(host_before_ns, camera_ns, host_after_ns)``, or None where the backend cannot
+        (the PySpin driver latches with the ``TimestampLatch`` command and reads
+        ``TimestampLatchValue``). The camera node feeds these to a camera -> host clock fit."""
+        self._require(CameraState.ACQUIRING, "latch its clock")
+        return self._do_latch_clock()
+
+    def _do_latch_clock(self) -> tuple[int, int, int] | None:
+        return None
+
     def __enter__(self) -> Camera:
         return self
 

@@ -103,6 +103,12 @@ class CameraNode:
         self.control = ControlListener(self.ctx, status_address and rig.address("control", run),
                                        f"camera {camera}")
         self.fit = LinearClockFit()
+        """Camera clock -> Pi clock, from each frame's timestamp and its pulse's time."""
+        self.host_fit = LinearClockFit()
+        """Camera clock -> host clock, from clock latches bracketed by host time."""
+        self.latches = 0
+        self.latch_uncertainty_ns = 0
+        self._next_latch_ns = 0
         self.seq = 0
         self.first_frame_id = 0
         """FrameID of pulse 0: cameras reset their frame counter when acquisition starts."""
@@ -139,6 +145,7 @@ class CameraNode:
                 self.pulses.drain()
                 if frame is not None:
                     self._handle(frame)
+                self._latch_clock()
                 self.status.heartbeat(self.summary)
             self._finish(final_pulses)
             summary = self.summary()
@@ -150,6 +157,21 @@ class CameraNode:
             raise
         finally:
             self.close()
+
+    def _latch_clock(self) -> None:
+        """Every LATCH_INTERVAL_NS, latch the camera clock against the host's (the midpoint of
+        the host readings; their spread bounds the latch's uncertainty)."""
+        now = time.monotonic_ns()
+        if now < self._next_latch_ns:
+            return
+        self._next_latch_ns = now + LATCH_INTERVAL_NS
+        latch = self.camera.latch_clock()
+        if latch is None:
+            return
+        before, camera_ns, after = latch
+        self.host_fit.add(camera_ns, (before + after) // 2)
+        self.latches += 1
+        self.latch_uncertainty_ns = max(self.latch_uncertainty_ns, after - before)
 
     def _wait_ready(self, stop: threading.Event) -> None:
         """Wait until the expected consumers (and, for a simulated primary, the secondaries on
@@ -262,10 +284,17 @@ class CameraNode:
             "last_index": self.last_index,
             "clock_drift_ppm": round(self.fit.drift_ppm, 3),
             "clock_residual_us": round(self.fit.residual_rms_ns / 1e3, 3),
+            "host_clock": {"latches": self.latches, "drift_ppm": round(self.host_fit.drift_ppm, 3),
+                           "residual_us": round(self.host_fit.residual_rms_ns / 1e3, 3),
+                           "latch_window_us": round(self.latch_uncertainty_ns / 1e3, 3)},
             "max_offset_us": round(self.max_offset_ns / 1e3, 3),
             "malformed_pulses": self.pulses.malformed.total,
             "camera": self.camera.stats(),
         }
+
+
+LATCH_INTERVAL_NS = 1_000_000_000
+"""How often the camera node latches the camera's clock against the host's."""
 
 
 def run_camera(rig: RigConfig, camera: str, run: str, status_address: str | None = None,

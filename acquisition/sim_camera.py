@@ -164,6 +164,11 @@ class SimCamera(Camera):
         now = time.monotonic()
         return end if start <= now < end else None
 
+    def _do_latch_clock(self) -> tuple[int, int, int] | None:
+        before = time.monotonic_ns()
+        latched = int((before - self._t_open_ns) * self._drift)  # no timestamp jitter on a latch
+        return before, latched, time.monotonic_ns()
+
     def _camera_clock(self, t_ns: int) -> int:
         t = (t_ns - self._t_open_ns) * self._drift
         if self.config.faults.jitter_us:

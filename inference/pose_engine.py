@@ -223,6 +223,7 @@ class PoseEngineNode:
                 self.pub.poll_subscriptions()
                 self.status.heartbeat(self.summary)
             summary = self.summary()
+            self._close_files()  # on disk before "done": the supervisor reads them next
             self.status.report("done", **summary)
             return summary
         except Exception as exc:
@@ -369,12 +370,15 @@ class PoseEngineNode:
             "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_3d_ms.items()},
         }
 
-    def close(self) -> None:
+    def _close_files(self) -> None:
         for f in self._files:
             f.close()
         self._files = []
         self._csv = self._timing_csv = None
         self._csv3d = []
+
+    def close(self) -> None:
+        self._close_files()
         self.sub.close(linger=0)
         for part in (self.pub, self.status, self.control):
             part.close()

@@ -103,6 +103,7 @@ def demo_trial(rate_hz: float, seconds: float, width: int, height: int, codec: s
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    args.seconds = args.seconds or 30.0
     rates = [float(r) for r in args.rates.split(",") if r] or [50, 100, 150, 200, 226, 300]
     base = Path(args.out or tempfile.mkdtemp(prefix="rigstream-throughput-"))
     zmq_runs = [zmq_throughput(args.width, args.height) for _ in range(3)]
@@ -146,4 +147,8 @@ def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
 
         cams = tuple(int(c) for c in args.cameras.split(",") if c)
         return bench_triangulate(cams, keypoints=args.keypoints, rounds=args.iterations)
+    if what == "align":
+        from rigstream.sync.align import bench_align
+
+        return bench_align(duration_s=args.seconds or 3600.0)
     raise ValueError(f"unknown benchmark {what!r}")

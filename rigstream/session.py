@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import yaml
 import zmq
 
@@ -243,7 +244,32 @@ class Session:
                    lambda: all(c.last is not None and c.last.state == "done" for c in waiting),
                    120 + self.rig.ring_buffer.post_s)
         self.progress(self._progress_line(duration_s))
-        return self._summary(pulses_sent, duration_s, trigger_status)
+        summary = self._summary(pulses_sent, duration_s, trigger_status)
+        if self.rig.neural_clock is not None:
+            summary["neural_clock"] = self._neural_clock()
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _neural_clock(self) -> dict[str, Any]:
+        """Put the session on the neural clock: the simulated recorder now; a real one after
+        the fact (``rigstream align --session DIR --b FILE``)."""
+        from rigstream.config import InputError
+
+        nc = self.rig.neural_clock
+        assert nc is not None
+        if nc.kind != "sim":
+            return {"kind": nc.kind, "aligned": False,
+                    "align_with": f"rigstream align --session {self.out} --b RECORDER_FILE"}
+        from rigstream.sync.session_align import align_session, score_alignment, simulate_recorder
+
+        try:
+            sim = simulate_recorder(self.out, nc.sim)
+            mapping = align_session(self.out, sim["samples"].astype(np.float64), units=nc.units)
+        except InputError as exc:  # too short a session to align, say: the recording stands
+            logger.warning("neural clock: %s", exc)
+            return {"kind": "sim", "aligned": False, "error": str(exc)}
+        return {"kind": "sim", "aligned": True, "column": f"t_neural_{nc.units}",
+                "mapping": mapping.summary(), "error_vs_truth": score_alignment(self.out, sim)}
 
     def _progress_line(self, t: float) -> str:
         parts = [f"t={t:5.1f}s pulses {self.latest_pulse + 1:6d}"]

@@ -172,3 +172,26 @@ class CameraContract:
             self.acquiring(camera)
             raise RuntimeError("boom")
         assert camera.state is CameraState.CLOSED
+
+    # -- clocks ----------------------------------------------------------------------------
+
+    def test_clock_latch_is_bracketed_by_host_time_and_tracks_frames(
+        self, camera: Camera, trigger: Trigger
+    ) -> None:
+        with pytest.raises(CameraError):
+            camera.latch_clock()  # only while acquiring
+        self.acquiring(camera)
+        first = camera.latch_clock()
+        if first is None:
+            pytest.skip(f"{type(camera).__name__} cannot latch its clock")
+        frame = self.grab(camera, trigger)
+        second = camera.latch_clock()
+        assert second is not None
+        for before, _, after in (first, second):
+            assert before <= after
+        # The camera's clock runs forward between latches, by about the host time between them,
+        # and a frame taken in between is stamped in between.
+        assert first[1] <= frame.t_camera_ns <= second[1]
+        host_s = (second[0] - first[2]) / 1e9
+        camera_s = (second[1] - first[1]) / 1e9
+        assert camera_s == pytest.approx(host_s, rel=0.01, abs=0.005)
