@@ -150,5 +150,8 @@ def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "align":
         from rigstream.sync.align import bench_align
 
-        return bench_align(duration_s=args.seconds or 3600.0)
+        seconds = args.seconds or 3600.0
+        return {"benchmark": "align",
+                "sync_0.1-1.0s": bench_align(duration_s=seconds),
+                "rsync_0.55-9.5s": bench_align(duration_s=seconds, min_interval_s=0.55, max_interval_s=9.5)}
     raise ValueError(f"unknown benchmark {what!r}")
