@@ -246,14 +246,17 @@ class TriggerDaemon:
         lines = rig_lines(rig)  # one role per pin, or ConfigError
         self.control_address = rig.address("trigger_control", run)
         control_keys = rig.trigger.control_keys
-        if control_keys is None and not is_local_address(self.control_address):
+        if (control_keys is None or control_keys.server_secret_file is None) and not is_local_address(
+                self.control_address):
             raise ConfigError(
                 f"control address {self.control_address} is reachable from the network: give "
                 f"trigger.control_keys (server secret key and authorized client keys; make them "
                 f"with `rigstream keys`)"
             )
         self._auth: _ControlAuth | None = None
-        if control_keys is not None:  # read the keys before any pin moves
+        if control_keys is not None and control_keys.server_secret_file is not None:
+            assert control_keys.authorized_dir is not None  # checked with the config
+            # read the keys before any pin moves
             self._auth = _ControlAuth(control_keys.server_secret_file, control_keys.authorized_dir)
         self.realtime_priority = realtime_priority
         """SCHED_FIFO priority (1..99) for the pulse thread, where the OS allows it (Linux,

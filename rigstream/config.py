@@ -98,12 +98,25 @@ class SyncLineConfig(_Model, kw_only=True):
 
 class ControlKeysConfig(_Model, kw_only=True):
     """ZeroMQ CURVE keys that guard the trigger daemon's control socket (``rigstream keys``
-    makes them). Paths are used as given (absolute, or relative to the working directory)."""
+    makes them). Paths are used as given (absolute, or relative to the working directory).
+    The Pi needs the first two, the host that sends commands (the session supervisor) the
+    last two; one rig file can hold both, each machine reading its own."""
 
-    server_secret_file: str
-    """The daemon's key pair: a ``NAME.key_secret`` file (it holds the public key too)."""
-    authorized_dir: str
-    """A folder of the public keys (``*.key``) of the clients allowed to send commands."""
+    server_secret_file: str | None = None
+    """On the Pi: the daemon's key pair, a ``NAME.key_secret`` file (it holds the public key too)."""
+    authorized_dir: str | None = None
+    """On the Pi: a folder of the public keys (``*.key``) of the clients allowed to send commands."""
+    server_public_file: str | None = None
+    """On the host: the daemon's public key (``NAME.key``)."""
+    client_secret_file: str | None = None
+    """On the host: this client's key pair (``NAME.key_secret``; its ``NAME.key`` goes into the
+    daemon's ``authorized_dir``)."""
+
+    def __post_init__(self) -> None:
+        if (self.server_secret_file is None) != (self.authorized_dir is None):
+            raise ValueError("server_secret_file and authorized_dir go together (the daemon's side)")
+        if (self.server_public_file is None) != (self.client_secret_file is None):
+            raise ValueError("server_public_file and client_secret_file go together (the client's side)")
 
 
 class TriggerConfig(_Model, kw_only=True):

@@ -30,7 +30,14 @@ import zmq
 from rigstream import protocol
 from rigstream.config import RigConfig, with_overrides
 from rigstream.protocol import Command, Event, Status
-from rigstream.transport import Publisher, bind_address, request, subscriber
+from rigstream.transport import (
+    CurveClientKeys,
+    Publisher,
+    bind_address,
+    load_curve_client_keys,
+    request,
+    subscriber,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +162,17 @@ class Session:
                 raise SessionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
             self._drain_status(timeout_ms=50)
 
+    def _curve(self) -> CurveClientKeys | None:
+        """The supervisor's CURVE keys for a daemon that requires them (trigger.control_keys)."""
+        keys = self.rig.trigger.control_keys
+        if keys is None or keys.client_secret_file is None:
+            return None
+        assert keys.server_public_file is not None  # checked with the config
+        return load_curve_client_keys(keys.server_public_file, keys.client_secret_file)
+
     def _trigger(self, cmd: str, **args: Any) -> protocol.Reply:
         reply = request(self.ctx, self.rig.address("trigger_control", self.run_dir),
-                        Command(cmd=cmd, args=args), timeout_s=5.0)
+                        Command(cmd=cmd, args=args), timeout_s=5.0, curve=self._curve())
         if not reply.ok:
             raise SessionError(f"trigger refused {cmd}: {reply.error}")
         return reply
@@ -368,7 +383,7 @@ class Session:
     def _shutdown(self) -> None:
         with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
             request(self.ctx, self.rig.address("trigger_control", self.run_dir),
-                    Command(cmd="shutdown"), timeout_s=1.0)
+                    Command(cmd="shutdown"), timeout_s=1.0, curve=self._curve())
         for comp in self.components.values():
             if comp.proc is None:
                 continue

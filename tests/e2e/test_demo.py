@@ -192,3 +192,33 @@ def test_six_cameras(tmp_path: Path) -> None:
     check_clips(out, s, truth)
     check_pose(out, s)  # one batch of six views per set
     assert s["pose"]["input"] == [6, 1, 240, 320]
+
+
+def test_demo_commands_a_curve_secured_trigger_daemon(tmp_path: Path) -> None:
+    """The daemon's control socket on tcp with CURVE keys: the supervisor signs in with its own
+    key pair (trigger.control_keys holds both sides) and the session runs as usual."""
+    import socket
+
+    import yaml
+
+    from rigstream.transport import create_curve_keys
+
+    create_curve_keys(tmp_path / "pi", "trigger")
+    create_curve_keys(tmp_path / "authorized", "supervisor")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rig = yaml.safe_load((Path(__file__).resolve().parents[2] / "hardware/rigs/sim.yaml").read_text())
+    rig["calibration"] = str(Path(__file__).resolve().parents[2] / "hardware/rigs/sim_calibration.toml")
+    rig["trigger"]["control_keys"] = {
+        "server_secret_file": str(tmp_path / "pi/trigger.key_secret"),
+        "authorized_dir": str(tmp_path / "authorized"),
+        "server_public_file": str(tmp_path / "pi/trigger.key"),
+        "client_secret_file": str(tmp_path / "authorized/supervisor.key_secret"),
+    }
+    rig.setdefault("transport", {})["trigger_control"] = f"tcp://127.0.0.1:{port}"
+    rig_file = tmp_path / "rig.yaml"
+    rig_file.write_text(yaml.safe_dump(rig))
+    s = run_demo(tmp_path / "s", "--config", str(rig_file), "--seconds", "1", "--fps", "50",
+                 "--width", "160", "--height", "120", "--no-pose")
+    assert s["pulses_sent"] == 50 and s["frames"] == {"cam0": 50, "cam1": 50}
