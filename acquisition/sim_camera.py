@@ -24,7 +24,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.acquisition import sim_world
-from rigstream.acquisition.camera import BufferPool, Camera, Frame
+from rigstream.acquisition.camera import BufferPool, Camera, CameraError, Frame
 from rigstream.calibration import CalibratedCamera, Calibration
 from rigstream.config import CameraConfig, RigConfig
 from rigstream.transport import Publisher, subscriber
@@ -126,6 +126,11 @@ class SimCamera(Camera):
         self._thread.start()
 
     def _do_get_frame(self, timeout_s: float) -> Frame | None:
+        fail_at = self.config.faults.fail_at_s
+        if fail_at is not None and self._t_first_ns is not None and (
+                time.monotonic_ns() - self._t_first_ns) / 1e9 >= fail_at:
+            raise CameraError(f"camera {self.name}: simulated failure {fail_at:g} s after the first "
+                              f"frame (faults.fail_at_s)")
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:

@@ -51,9 +51,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _summary_ok(s: dict[str, Any]) -> bool:
-    return (s["framesets_mixed"] == 0 and s.get("pose", {}).get("out_of_order", 0) == 0 and all(
-        s["frames"].get(c, 0) + s["frames_dropped"].get(c, 0) == s["pulses_sent"]
-        for c in s["frames"]))
+    return (not s.get("failed_components") and s["framesets_mixed"] == 0
+            and s.get("pose", {}).get("out_of_order", 0) == 0
+            and all(s["frames"].get(c, 0) + s["frames_dropped"].get(c, 0) == s["pulses_sent"]
+                    for c in s["frames"]))
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -71,6 +72,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     lines.append(f"frame sets  {s['framesets_complete']} complete, "
                  f"{s['framesets_incomplete']} incomplete, {s['framesets_mixed']} mixed")
     lines.append(f"clips       {len(s['clips'])}: {', '.join(s['clips']) or '-'}")
+    for name, why in s.get("failed_components", {}).items():
+        lines.append(f"FAILED      {name}: {why} (the others kept recording)")
     if "pose" in s:
         p = s["pose"]
         lat = p["latency_pulse_to_pose2d_ms"]

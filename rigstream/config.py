@@ -51,6 +51,9 @@ class FaultConfig(_Model, kw_only=True):
     """Seconds after the first frame at which the camera's transport stalls."""
     stall_s: NonNegFloat = 0.0
     """How long the stall lasts; frames exposed meanwhile queue in the stream buffers."""
+    fail_at_s: NonNegFloat | None = None
+    """Seconds after the first frame at which the camera fails for good (a cable pulled, a
+    driver error): ``get_frame`` raises and the camera node exits with an error."""
     seed: int = 0
 
 
@@ -61,10 +64,24 @@ class CameraConfig(_Model, kw_only=True):
     backend: Literal["sim", "pyspin", "replay"] = "sim"
     width: PositiveInt
     height: PositiveInt
-    pixel_format: Literal["mono8", "rgb8"] = "mono8"
+    pixel_format: Literal["mono8", "rgb8", "bayer_rg8"] = "mono8"
+    """``mono8`` and ``bayer_rg8`` (a colour sensor's raw mosaic) are one channel, ``rgb8`` three."""
     exposure_us: PositiveInt = 1000
     buffer_count: PositiveInt = 64
     """Stream buffers between the camera and the host (frames beyond them are dropped)."""
+    offset_x: NonNegInt = 0
+    """Left edge of the region of interest on the sensor, px (FLIR: ``OffsetX``)."""
+    offset_y: NonNegInt = 0
+    """Top edge of the region of interest on the sensor, px (FLIR: ``OffsetY``)."""
+    trigger_line: Literal["Line3", "Line0"] = "Line3"
+    """FLIR input the camera is triggered on (rising edge): Line3 (GPIO, non-isolated) or Line0
+    (opto-isolated). The Pi drives the primary's; the primary's strobe drives each secondary's."""
+    strobe_line: Literal["Line2", "Line1"] = "Line2"
+    """FLIR output the primary drives high while exposing (``ExposureActive``), wired to the
+    secondaries' ``trigger_line``: Line2 (GPIO) or Line1 (opto-isolated)."""
+    strobe_3v3: bool = False
+    """Primary only: turn on the camera's 3.3 V output on Line2 (``V3_3Enable``), for a strobe
+    wired without an external pull-up resistor."""
     address: str | None = None
     """Where this camera's node publishes frames; default: transport.frames with {camera}."""
     faults: FaultConfig = FaultConfig()

@@ -88,6 +88,9 @@ class Session:
         self.components: dict[str, Component] = {}
         self.latest_pulse = -1
         self.pose_enabled = self.rig.pose is not None and self.rig.pose.enabled
+        self.failed: dict[str, str] = {}
+        """Components that failed mid-session (cameras only), with why."""
+        self._recording = False
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -121,10 +124,20 @@ class Session:
 
     def _check_alive(self) -> None:
         for comp in self.components.values():
-            if comp.proc is not None and comp.proc.poll() not in (None, 0):
-                tail = comp.log_path.read_text()[-2000:] if comp.log_path else ""
-                raise SessionError(f"component {comp.name} exited with code "
-                                   f"{comp.proc.returncode}; its log ends:\n{tail}")
+            if comp.name in self.failed or comp.proc is None or comp.proc.poll() in (None, 0):
+                continue
+            tail = comp.log_path.read_text()[-2000:] if comp.log_path else ""
+            self._component_failed(comp, f"exited with code {comp.proc.returncode}; its log ends:\n{tail}")
+
+    def _component_failed(self, comp: Component, why: str) -> None:
+        """A camera that fails mid-session is reported and left out; the other cameras and
+        the consumers go on recording (the recorder accounts its missing frames). Any other
+        component failing ends the session."""
+        if not comp.name.startswith("camera:") or not self._recording:
+            raise SessionError(f"component {comp.name} failed: {why}")
+        self.failed[comp.name] = why.splitlines()[0]
+        logger.error("component %s failed; the other cameras keep recording: %s", comp.name, why)
+        self.progress(f"!! {comp.name} failed: {why.splitlines()[0]} (the others keep recording)")
 
     def _drain_status(self, timeout_ms: int = 0) -> None:
         while self.status_sock.poll(timeout_ms, zmq.POLLIN):
@@ -137,9 +150,8 @@ class Session:
             comp = self.components.get(st.component)
             if comp is not None:
                 comp.last = st
-                if st.state == "error":
-                    raise SessionError(f"component {st.component} failed: "
-                                       f"{st.stats.get('error', '?')}")
+                if st.state == "error" and comp.name not in self.failed:
+                    self._component_failed(comp, str(st.stats.get("error", "?")))
 
     def _drain_pulses(self) -> None:
         while True:
@@ -227,6 +239,7 @@ class Session:
         logger.info("all components ready after %.1f s", time.monotonic() - t_launch)
 
         t0 = time.monotonic()
+        self._recording = True
         self._trigger("start", max_pulses=self.plan.pulses)
         events = sorted(self.plan.events_at)
         ctx_events = self.rig.address("events", self.run_dir)
@@ -256,7 +269,8 @@ class Session:
         push.close()
         self.control.send(Command(cmd="stop", args={"pulses": pulses_sent}))
         self._wait("components to finish",
-                   lambda: all(c.last is not None and c.last.state == "done" for c in waiting),
+                   lambda: all(c.name in self.failed or (c.last is not None and c.last.state == "done")
+                               for c in waiting),
                    120 + self.rig.ring_buffer.post_s)
         self.progress(self._progress_line(duration_s))
         summary = self._summary(pulses_sent, duration_s, trigger_status)
@@ -337,6 +351,7 @@ class Session:
                           "ringbuffer": ring.get("malformed", {})},
             "components": {"cameras": cams, "recorder": rec, "assembler": asm,
                            "ringbuffer": ring},
+            "failed_components": dict(self.failed),
         }
         if "pose" in self.components:
             summary["pose"] = self._pose_summary(stats("pose"))

@@ -222,3 +222,29 @@ def test_demo_commands_a_curve_secured_trigger_daemon(tmp_path: Path) -> None:
     s = run_demo(tmp_path / "s", "--config", str(rig_file), "--seconds", "1", "--fps", "50",
                  "--width", "160", "--height", "120", "--no-pose")
     assert s["pulses_sent"] == 50 and s["frames"] == {"cam0": 50, "cam1": 50}
+
+
+def test_a_camera_failing_mid_session_leaves_the_others_recording(tmp_path: Path) -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    rig = yaml.safe_load((root / "hardware/rigs/sim.yaml").read_text())
+    rig["calibration"] = str(root / "hardware/rigs/sim_calibration.toml")
+    rig["cameras"][1]["faults"] = {"fail_at_s": 1.0}
+    rig_file = tmp_path / "rig.yaml"
+    rig_file.write_text(yaml.safe_dump(rig))
+    out = tmp_path / "s"
+    code = main(["demo", "--config", str(rig_file), "--out", str(out), "--seconds", "3", "--fps", "50",
+                 "--width", "160", "--height", "120", "--no-pose"])
+    assert code == 1  # the session completed, but not cleanly
+    s = json.loads((out / "summary.json").read_text())
+    assert list(s["failed_components"]) == ["camera:cam1"]
+    assert "simulated failure" in s["failed_components"]["camera:cam1"]
+    assert s["frames"]["cam0"] == s["pulses_sent"] == 150  # the other camera recorded everything
+    assert 0 < s["frames"]["cam1"] < 150
+    assert s["frames"]["cam1"] + s["frames_dropped"]["cam1"] == 150  # every pulse accounted for
+    rows = by_camera(read_rows(out / "frames.csv"))
+    assert len(rows["cam0"]) == 150 and len(rows["cam1"]) == 150
+    for cam in ("cam0", "cam1"):  # both videos are readable, with the frames they got
+        n = sum(1 for _ in read_frames(out / "video" / f"{cam}.mkv"))
+        assert n == s["frames"][cam]
