@@ -38,9 +38,13 @@ def make_camera(config: CameraConfig, rig: RigConfig, run: str, ctx: zmq.Context
         from rigstream.acquisition.sim_camera import SimCamera
 
         return SimCamera(config, rig, run, ctx)
+    if config.backend == "pyspin":
+        from rigstream.acquisition.pyspin_camera import PySpinCamera
+
+        return PySpinCamera(config, rig)
     raise CameraError(
         f"camera {config.name}: backend {config.backend!r} is not available in this build yet "
-        f"(available: sim)"
+        f"(available: sim, pyspin)"
     )
 
 
