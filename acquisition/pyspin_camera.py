@@ -260,9 +260,11 @@ class PySpinCamera(Camera):
                 f"readout must fit in the trigger period ({self.period_ns / 1000:.0f} us at "
                 f"{self.rig.trigger.rate_hz:g} Hz): at most {(self.period_ns - margin_ns) // 1000} us"
             )
-        if cfg.strobe_3v3 and cfg.strobe_line != "Line2":
-            raise CameraError(f"camera {self.name}: strobe_3v3 powers Line2 only, but strobe_line is "
-                              f"{cfg.strobe_line}")
+        if cfg.strobe_3v3 and cfg.strobe_line == "Line2":
+            raise CameraError(
+                f"camera {self.name}: strobe_3v3 turns Line2 (pin 3) into a 3.3 V supply, so it cannot "
+                f"also be the strobe: use strobe_line Line1 with strobe_3v3 (Line2's 3.3 V pulls up the "
+                f"opto output, FLIR's wiring), or Line2 with an external pull-up and strobe_3v3 off")
         try:
             self._configure_trigger()
             self._set_enum("ExposureAuto", "Off")
@@ -300,14 +302,19 @@ class PySpinCamera(Camera):
         self._set_enum("TriggerMode", "On")
 
     def _configure_strobe(self) -> None:
-        """The primary's strobe: its strobe line high while exposing, optionally powered."""
+        """The primary's strobe: its strobe line follows ExposureActive. On Line2 (open drain,
+        pulled up externally) the 3.3 V supply on that pin is turned off; with Line1 (opto
+        output) and ``strobe_3v3``, Line2's 3.3 V supply is turned on to pull the output up."""
         cfg = self.config
         self._set_enum("LineSelector", cfg.strobe_line, "strobe_line")
         if self._writable("LineMode"):  # Line1 is an output only
             self._set_enum("LineMode", "Output")
         self._set_enum("LineSource", "ExposureActive")
         if cfg.strobe_line == "Line2":
-            self._set_bool("V3_3Enable", cfg.strobe_3v3, required=cfg.strobe_3v3)
+            self._set_bool("V3_3Enable", False, required=False)
+        elif cfg.strobe_3v3:
+            self._set_enum("LineSelector", "Line2")
+            self._set_bool("V3_3Enable", True, required=True)
 
     def _configure_roi(self) -> None:
         """Offsets to 0 first (they limit the size), then the size, then the offsets."""

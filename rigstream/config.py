@@ -80,8 +80,9 @@ class CameraConfig(_Model, kw_only=True):
     """FLIR output the primary drives high while exposing (``ExposureActive``), wired to the
     secondaries' ``trigger_line``: Line2 (GPIO) or Line1 (opto-isolated)."""
     strobe_3v3: bool = False
-    """Primary only: turn on the camera's 3.3 V output on Line2 (``V3_3Enable``), for a strobe
-    wired without an external pull-up resistor."""
+    """Primary only, with ``strobe_line: Line1``: turn on the 3.3 V supply on Line2's pin
+    (``V3_3Enable``) to pull up the opto-isolated output, as FLIR's multi-camera wiring does.
+    (Line2 as the strobe needs an external pull-up; it cannot be a supply at the same time.)"""
     address: str | None = None
     """Where this camera's node publishes frames; default: transport.frames with {camera}."""
     faults: FaultConfig = FaultConfig()

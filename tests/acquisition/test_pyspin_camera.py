@@ -140,6 +140,7 @@ def test_secondary_node_writes_in_order_without_a_strobe(fake: FakePySpin,
 
 def test_opto_lines_bayer_roi_and_powered_strobe(fake: FakePySpin, devices: list[FakeDevice]) -> None:
     rig = pyspin_rig(primary={"trigger_line": "Line0", "pixel_format": "bayer_rg8", "strobe_3v3": True,
+                              "strobe_line": "Line1",
                               "width": 128, "height": 64, "offset_x": 32, "offset_y": 16,
                               "buffer_count": 10})
     with PySpinCamera(rig.cameras[0], rig) as cam:
@@ -151,7 +152,10 @@ def test_opto_lines_bayer_roi_and_powered_strobe(fake: FakePySpin, devices: list
                          ("TriggerSelector", "FrameStart"), ("TriggerSource", "Line0"),
                          ("TriggerActivation", "RisingEdge"), ("TriggerOverlap", "ReadOut"),
                          ("TriggerMode", "On")]
-        assert ("V3_3Enable", True) in w
+        # Line1 (opto) is the strobe, pulled up by Line2's 3.3 V supply.
+        i = w.index(("LineSelector", "Line1"))
+        assert w[i:i + 4] == [("LineSelector", "Line1"), ("LineSource", "ExposureActive"),
+                              ("LineSelector", "Line2"), ("V3_3Enable", True)]
         assert devices[0].writes_to("PixelFormat") == [("PixelFormat", "BayerRG8")]
         assert devices[0].writes_to("OffsetX", "OffsetY", "Width", "Height") == [
             ("OffsetX", 0), ("OffsetY", 0), ("Width", 128), ("Height", 64), ("OffsetX", 32),
@@ -241,7 +245,7 @@ def test_a_trigger_rate_the_camera_cannot_reach_is_refused(fake: FakePySpin,
                                        r"to 416 in steps of 4"),
     ({"pixel_format": "rgb8"}, r"pixel_format PixelFormat 'RGB8' is not offered by this camera "
                                r"\(it offers: Mono8, Mono16\)"),
-    ({"strobe_3v3": True, "strobe_line": "Line1"}, r"strobe_3v3 powers Line2 only"),
+    ({"strobe_3v3": True, "strobe_line": "Line2"}, r"strobe_3v3 turns Line2 \(pin 3\) into a 3.3 V supply"),
     ({"buffer_count": 5000}, r"buffer_count 5000 is not allowed: .* StreamBufferCountManual from 1 "
                              r"to 2000"),
 ])
