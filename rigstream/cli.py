@@ -225,6 +225,63 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if not report["problems"] else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rigstream.doctor import DoctorOptions, StepResult, run_doctor, wiring_pulses
+
+    rig = _rig(args)
+    if not args.verbose:  # the steps' results are the output; the components' logs go to files
+        logging.getLogger().setLevel(logging.WARNING)
+    if args.pulses is not None and args.pulses < 1:
+        raise InputError(f"doctor: --pulses must be at least 1, got {args.pulses}")
+    if args.disk_mb is not None and args.disk_mb <= 0:
+        raise InputError(f"doctor: --disk-mb must be positive, got {args.disk_mb:g}")
+    print(f"rigstream doctor: rig {rig.name!r} ({args.config or 'embedded sim.yaml'}): "
+          f"{len(rig.cameras)} cameras at {rig.trigger.rate_hz:g} Hz; wiring test of "
+          f"{wiring_pulses(rig, args.pulses)} pulses", flush=True)
+
+    def report(r: StepResult) -> None:
+        print(f"{r.status}  {r.name}: {r.detail}", flush=True)
+        if r.check and r.ok is not True:
+            print(f"      check: {r.check}", flush=True)
+
+    options = DoctorOptions(pulses=args.pulses, disk_test_mb=args.disk_mb,
+                            keep=Path(args.keep) if args.keep else None,
+                            progress=(lambda line: print(f"      {line}", file=sys.stderr, flush=True))
+                            if args.verbose else None)
+    results = run_doctor(rig, options, report)
+    failed = [r.name for r in results if r.ok is False]
+    if failed:
+        print(f"doctor: {len(failed)} of {len(results)} checks failed: {', '.join(failed)}")
+        return 1
+    print(f"doctor: all {len(results)} checks passed")
+    return 0
+
+
+def cmd_cameras(args: argparse.Namespace) -> int:
+    if args.sim:
+        rig = load_rig()
+        cameras = [{"serial": c.serial, "model": f"simulated {c.role} {c.width}x{c.height} {c.pixel_format}",
+                    "firmware": "-", "interface": "sim"} for c in rig.cameras]
+    else:
+        from rigstream.acquisition.camera import CameraError
+        from rigstream.doctor import list_connected_cameras
+
+        try:
+            cameras = list_connected_cameras()
+        except CameraError as exc:
+            raise InputError(f"cameras: {exc} (`rigstream cameras --sim` lists the simulated "
+                             f"rig's)") from None
+    if not cameras:
+        print("no FLIR cameras found (check the USB3 cables; SpinView should see them too)")
+        return 1
+    keys = ("serial", "model", "firmware", "interface")
+    rows = [[str(c.get(k, "?")) for k in keys] for c in cameras]
+    widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
+    for line in ([k.upper() for k in keys], *rows):
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
 def _train_config(args: argparse.Namespace, **defaults: Any) -> Any:
     from rigstream.inference.train import TrainConfig
 
@@ -445,6 +502,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", action="store_true",
                    help="simulated rig: compare every pixel with what the cameras rendered")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("doctor", help="check a rig step by step: cameras, settings, trigger and "
+                                      "strobe wiring, disk speed")
+    p.add_argument("--config", help="rig file (default: the embedded simulated rig)")
+    p.add_argument("--pulses", type=int,
+                   help="pulses of the wiring test (default: 2 s at the rig's rate, at least 100)")
+    p.add_argument("--disk-mb", type=float,
+                   help="size of the disk test file in MB (default 256; 16 for a simulated rig)")
+    p.add_argument("--keep", metavar="DIR", help="keep the wiring test's session folder here")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("cameras", help="list the connected FLIR cameras (serial, model, firmware, "
+                                       "interface)")
+    p.add_argument("--sim", action="store_true", help="list the embedded simulated rig's cameras instead")
+    p.set_defaults(func=cmd_cameras)
 
     p = sub.add_parser("train", help="train a pose model (DeepLabCut project or the simulated rig)")
     src = p.add_mutually_exclusive_group(required=True)
