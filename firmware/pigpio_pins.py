@@ -47,6 +47,7 @@ class PigpioPins(PinBackend):
     """
 
     pin_range = range(0, 28)
+    pin_kind = "a BCM GPIO number on the Raspberry Pi header"
 
     def __init__(self, host: str | None = None, port: int | None = None) -> None:
         super().__init__()
@@ -67,13 +68,6 @@ class PigpioPins(PinBackend):
         self._pi = pi
         self._write = pi.write
         logger.info("pigpio: connected to pigpiod (%r), BCM numbering", pi)
-
-    def _check_pin(self, pin: int) -> None:
-        if isinstance(pin, int) and not isinstance(pin, bool) and pin not in self.pin_range:
-            raise ValueError(
-                f"pin {pin}: expected a BCM GPIO number on the Raspberry Pi header, 0..27"
-            )
-        super()._check_pin(pin)
 
     def _do_setup_output(self, pin: int, initial: int) -> None:
         # Level first, then mode, as pigpiod's own gpioWrite does to avoid a glitch: the write

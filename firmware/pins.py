@@ -49,6 +49,8 @@ class PinBackend(ABC):
 
     pin_range: range | None = None
     """Pin numbers this backend accepts (None: any non-negative integer)."""
+    pin_kind: str | None = None
+    """What a pin number means to this backend, for the out-of-range message."""
 
     def __init__(self) -> None:
         self._levels: dict[int, int] = {}
@@ -148,13 +150,15 @@ class PinBackend(ABC):
             raise PinError(f"{type(self).__name__} is closed")
 
     def _check_pin(self, pin: int) -> None:
-        if isinstance(pin, bool) or not isinstance(pin, (int, np.integer)) or pin < 0:
+        if isinstance(pin, bool) or not isinstance(pin, (int, np.integer)):
             raise ValueError(f"pin number: expected an integer >= 0, got {pin!r}")
         if self.pin_range is not None and pin not in self.pin_range:
-            raise ValueError(
-                f"pin {pin}: {type(self).__name__} accepts pins "
-                f"{self.pin_range.start}..{self.pin_range.stop - 1}"
-            )
+            span = f"{self.pin_range.start}..{self.pin_range.stop - 1}"
+            if self.pin_kind is not None:
+                raise ValueError(f"pin {pin}: expected {self.pin_kind}, {span}")
+            raise ValueError(f"pin {pin}: {type(self).__name__} accepts pins {span}")
+        if pin < 0:
+            raise ValueError(f"pin number: expected an integer >= 0, got {pin!r}")
 
     def _raise_unwritable(self, pin: int) -> None:
         self._check_open()

@@ -42,6 +42,7 @@ class RPiGPIOPins(PinBackend):
     """
 
     pin_range = range(0, 28)
+    pin_kind = "a BCM GPIO number on the Raspberry Pi header"
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,13 +54,6 @@ class RPiGPIOPins(PinBackend):
         gpio.setwarnings(False)
         gpio.setmode(gpio.BCM)
         logger.info("RPi.GPIO %s: BCM numbering", getattr(gpio, "VERSION", "?"))
-
-    def _check_pin(self, pin: int) -> None:
-        if isinstance(pin, int) and not isinstance(pin, bool) and pin not in self.pin_range:
-            raise ValueError(
-                f"pin {pin}: expected a BCM GPIO number on the Raspberry Pi header, 0..27"
-            )
-        super()._check_pin(pin)
 
     def _do_setup_output(self, pin: int, initial: int) -> None:
         gpio = self._gpio
