@@ -317,35 +317,10 @@ def _read_label_csv(path: Path) -> _Table:
 
 
 def _read_label_h5(path: Path) -> _Table:
-    try:
-        import pandas as pd
-    except ImportError:
-        raise DlcProjectError(f"{path}: reading DeepLabCut .h5 labels needs pandas and PyTables "
-                              f"(pip install pandas tables), or use the CSV labels "
-                              f"(move the .h5 away so CollectedData_*.csv is read)") from None
-    try:
-        import tables  # noqa: F401  (pandas needs it for read_hdf; fail here with a clear message)
-    except ImportError:
-        raise DlcProjectError(f"{path}: reading DeepLabCut .h5 labels needs PyTables "
-                              f"(pip install tables), or use the CSV labels "
-                              f"(move the .h5 away so CollectedData_*.csv is read)") from None
-    try:
-        with pd.HDFStore(path, mode="r") as store:
-            keys = list(store.keys())
-            if "/df_with_missing" in keys:
-                key = "/df_with_missing"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise DlcProjectError(f"{path}: expected the table 'df_with_missing' (or a single "
-                                      f"table), found keys {keys}")
-            df = store[key]
-    except DlcProjectError:
-        raise
-    except Exception as exc:  # PyTables / pandas raise many types for a corrupt or foreign file
-        raise DlcProjectError(f"{path}: cannot read as a pandas HDF file: {exc}") from None
-    if not isinstance(df, pd.DataFrame):
-        raise DlcProjectError(f"{path}: expected a DataFrame, found {type(df).__name__}")
+    from rigstream.inference.keypoint_files import read_dlc_h5_table
+
+    df, _ = read_dlc_h5_table(path, DlcProjectError, "labels",
+                              "use the CSV labels (move the .h5 away so CollectedData_*.csv is read)")
     level_names = [str(n) if n is not None else "" for n in df.columns.names]
     if "individuals" in level_names or df.columns.nlevels == 4:
         raise DlcProjectError(f"{path}: has an 'individuals' column level (multi-animal labels), "

@@ -205,14 +205,22 @@ def _import_pandas(path: Path, what: str) -> Any:
     return pd
 
 
-def _read_dlc_h5(path: Path, track: str | int | None) -> Keypoints2D:
-    pd = _import_pandas(path, "DeepLabCut .h5 predictions")
+def read_dlc_h5_table(path: Path, error: type[InputError], what: str, alternative: str,
+                      hint: str = "") -> tuple[Any, str]:
+    """The pandas DataFrame in a DeepLabCut ``.h5`` (labels or predictions) and its key: the
+    table ``df_with_missing``, or the file's only table. Raises ``error`` naming ``path``; ``what`` and
+    ``alternative`` word the message when pandas/PyTables are missing, ``hint`` is added to
+    the messages about the file itself."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise error(f"{path}: reading DeepLabCut .h5 {what} needs pandas and PyTables "
+                    f"(pip install pandas tables), or {alternative}") from None
     try:
         import tables  # noqa: F401  (pandas needs it for HDF; a clear message if it is missing)
     except ImportError:
-        raise KeypointFileError(f"{path}: reading DeepLabCut .h5 predictions needs PyTables "
-                                f"(pip install tables), or read the .csv DeepLabCut wrote beside it"
-                                ) from None
+        raise error(f"{path}: reading DeepLabCut .h5 {what} needs PyTables (pip install tables), "
+                    f"or {alternative}") from None
     try:
         with pd.HDFStore(path, mode="r") as store:
             keys = list(store.keys())
@@ -221,16 +229,21 @@ def _read_dlc_h5(path: Path, track: str | int | None) -> Keypoints2D:
             elif len(keys) == 1:
                 key = keys[0]
             else:
-                raise KeypointFileError(f"{path}: expected the DeepLabCut table 'df_with_missing' (or a "
-                                        f"single table), found keys {keys or 'none'}{_h5py_hint()}")
+                raise error(f"{path}: expected the DeepLabCut table 'df_with_missing' (or a single "
+                            f"table), found keys {keys or 'none'}{hint}")
             df = store[key]
-    except KeypointFileError:
+    except error:
         raise
     except Exception as exc:  # PyTables / pandas raise many types for a corrupt or foreign file
-        raise KeypointFileError(f"{path}: cannot read as a pandas HDF file (DeepLabCut predictions): "
-                                f"{exc}{_h5py_hint()}") from None
+        raise error(f"{path}: cannot read as a pandas HDF file (DeepLabCut {what}): {exc}{hint}") from None
     if not isinstance(df, pd.DataFrame):
-        raise KeypointFileError(f"{path}: expected a DataFrame in {key!r}, found {type(df).__name__}")
+        raise error(f"{path}: expected a DataFrame in {key!r}, found {type(df).__name__}")
+    return df, key
+
+
+def _read_dlc_h5(path: Path, track: str | int | None) -> Keypoints2D:
+    df, key = read_dlc_h5_table(path, KeypointFileError, "predictions",
+                                "read the .csv DeepLabCut wrote beside it", _h5py_hint())
     names = tuple("" if n is None else str(n) for n in df.columns.names)
     if df.columns.nlevels not in (3, 4):
         raise KeypointFileError(f"{path}: table {key!r} is not DeepLabCut predictions: expected column "
