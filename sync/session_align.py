@@ -17,6 +17,7 @@ and the truth to score the alignment against).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -64,8 +65,11 @@ def align_session(session: str | Path, recorder_times: np.ndarray, units: str = 
     t0_ns = int(sync_ns[0])
     mapping = align((sync_ns - t0_ns) / 1e9, np.asarray(recorder_times, dtype=np.float64),
                     units_a="s", units_b=units)
-    mapping.save(folder / MAPPING_FILE)
     column = f"t_neural_{units}"
+    doc = json.loads(mapping.to_json())  # the mapping, plus how its Pi axis relates to t_pi_ns
+    doc["session"] = {"pi_time": "seconds after t_pi_ns = first sync edge", "t0_pi_ns": t0_ns,
+                      "column": column}
+    (folder / MAPPING_FILE).write_text(json.dumps(doc, indent=2) + "\n")
 
     def to_neural(t_pi_ns: int) -> str:
         return repr(float(mapping.to_b((t_pi_ns - t0_ns) / 1e9)))
@@ -74,7 +78,6 @@ def align_session(session: str | Path, recorder_times: np.ndarray, units: str = 
         path = folder / name
         if path.is_file():
             _add_column(path, column, _time_of(name, camera), to_neural)
-    _write_origin(folder, t0_ns, column)
     return mapping
 
 
@@ -86,10 +89,8 @@ def _time_of(table: str, camera: dict[int, int]) -> Callable[[dict[str, str]], i
         value = row.get("t_pi_ns", "")
         if value not in ("", None, "-1"):
             return int(value)
-        if table == "events.csv" and row.get("trigger_index", "") not in ("", None):
-            return camera.get(int(row["trigger_index"]))
-        if table == "frames.csv" and row.get("trigger_index", "") not in ("", None):
-            return camera.get(int(row["trigger_index"]))
+        if table in ("events.csv", "frames.csv") and row.get("trigger_index", "") not in ("", None):
+            return camera.get(int(row["trigger_index"]))  # sent by index, or a dropped frame
         return None
 
     return get
@@ -110,24 +111,15 @@ def _add_column(path: Path, column: str, t_pi: Callable[[dict[str, str]], int | 
     tmp.replace(path)
 
 
-def _write_origin(folder: Path, t0_ns: int, column: str) -> None:
-    """How the mapping's Pi axis relates to ``t_pi_ns`` (seconds after the first sync edge)."""
-    import json
-
-    path = folder / MAPPING_FILE
-    doc = json.loads(path.read_text())
-    doc["session"] = {"pi_time": "seconds after t_pi_ns = first sync edge", "t0_pi_ns": t0_ns,
-                      "column": column}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-
-
 def pi_to_neural(folder: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """Pi ns -> recorder units, from a session's saved mapping."""
-    import json
-
     path = Path(folder) / MAPPING_FILE
-    mapping = ClockMapping.load(path)
-    t0_ns = int(json.loads(path.read_text())["session"]["t0_pi_ns"])
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SessionAlignError(f"{path}: cannot read the session's clock mapping ({exc.strerror})") from None
+    mapping = ClockMapping.from_json(text, where=str(path))
+    t0_ns = int(json.loads(text)["session"]["t0_pi_ns"])
     return lambda t_pi_ns: mapping.to_b((np.asarray(t_pi_ns, dtype=np.int64) - t0_ns) / 1e9)
 
 
