@@ -170,7 +170,10 @@ class PoseEngineNode:
             k: [] for k in ("wait", "preprocess", "infer", "postprocess")}
         self.tri = self.plan.triangulator
         self.filter = make_pose_filter(rig) if self.tri is not None else None
-        self.predict_s = rig.pose.triangulation.predict_ms / 1e3 if rig.pose is not None else 0.0
+        tri_cfg = rig.pose.triangulation if rig.pose is not None else None
+        self.filter_name = tri_cfg.filter if self.filter is not None and tri_cfg else "none"
+        """What Pose3D.xyz went through (what the summary and every message say)."""
+        self.predict_s = tri_cfg.predict_ms / 1e3 if self.filter is not None and tri_cfg else 0.0
         self.seq3d = 0
         self.latency_3d_ms: list[float] = []
         self.stage_3d_ms: dict[str, list[float]] = {"triangulate": [], "filter": []}
@@ -322,8 +325,7 @@ class PoseEngineNode:
                      xyz=xyz.tolist(), error=pts.error.tolist(), ncams=pts.ncams.tolist(),
                      score=pts.score.tolist(),
                      xyz_raw=raw.tolist() if self.filter is not None else None,
-                     filter=self.rig.pose.triangulation.filter if self.filter is not None else "none",
-                     predicted_ms=self.predict_s * 1e3 if self.filter is not None else 0.0,
+                     filter=self.filter_name, predicted_ms=self.predict_s * 1e3,
                      timing_ms=timing)
         self.pub.send(msg)
         self.seq3d += 1
@@ -364,7 +366,7 @@ class PoseEngineNode:
         return {
             "cameras": len(self.cameras), "keypoints": len(self.keypoints),
             "framesets": self.seq3d, "points": self.points_3d,
-            "filter": self.rig.pose.triangulation.filter if self.rig.pose else "none",
+            "filter": self.filter_name,
             "predict_ms": self.predict_s * 1e3,
             "latency_ms": latency_stats(self.latency_3d_ms, count=True),
             "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_3d_ms.items()},
