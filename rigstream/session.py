@@ -73,6 +73,7 @@ class Session:
     def __init__(self, plan: SessionPlan, progress: Callable[[str], None] | None = None) -> None:
         self.plan = plan
         self.rig = plan.rig
+        self._curve = self._load_curve()  # read once (the trigger is asked many times), before any socket
         self.out = plan.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.run_dir = tempfile.mkdtemp(prefix="rigstream-")
@@ -174,7 +175,7 @@ class Session:
                 raise SessionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
             self._drain_status(timeout_ms=50)
 
-    def _curve(self) -> CurveClientKeys | None:
+    def _load_curve(self) -> CurveClientKeys | None:
         """The supervisor's CURVE keys for a daemon that requires them (trigger.control_keys)."""
         keys = self.rig.trigger.control_keys
         if keys is None or keys.client_secret_file is None:
@@ -184,7 +185,7 @@ class Session:
 
     def _trigger(self, cmd: str, **args: Any) -> protocol.Reply:
         reply = request(self.ctx, self.rig.address("trigger_control", self.run_dir),
-                        Command(cmd=cmd, args=args), timeout_s=5.0, curve=self._curve())
+                        Command(cmd=cmd, args=args), timeout_s=5.0, curve=self._curve)
         if not reply.ok:
             raise SessionError(f"trigger refused {cmd}: {reply.error}")
         return reply
@@ -398,7 +399,7 @@ class Session:
     def _shutdown(self) -> None:
         with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
             request(self.ctx, self.rig.address("trigger_control", self.run_dir),
-                    Command(cmd="shutdown"), timeout_s=1.0, curve=self._curve())
+                    Command(cmd="shutdown"), timeout_s=1.0, curve=self._curve)
         for comp in self.components.values():
             if comp.proc is None:
                 continue
