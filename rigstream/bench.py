@@ -103,14 +103,14 @@ def demo_trial(rate_hz: float, seconds: float, width: int, height: int, codec: s
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    args.seconds = args.seconds or 30.0
+    seconds = args.seconds or 30.0
     rates = [float(r) for r in args.rates.split(",") if r] or [50, 100, 150, 200, 226, 300]
     base = Path(args.out or tempfile.mkdtemp(prefix="rigstream-throughput-"))
     zmq_runs = [zmq_throughput(args.width, args.height) for _ in range(3)]
     trials = []
     for rate in rates:
         out = base / f"rate-{rate:g}"
-        trial = demo_trial(rate, args.seconds, args.width, args.height, args.codec, out)
+        trial = demo_trial(rate, seconds, args.width, args.height, args.codec, out)
         trials.append(trial)
         logger.warning("throughput: %s", trial)
         if not args.out:
@@ -124,7 +124,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "frame": f"{args.width}x{args.height} mono8",
         "cameras": 2,
         "codec": args.codec,
-        "seconds_per_trial": args.seconds,
+        "seconds_per_trial": seconds,
         "cpu_count": os.cpu_count(),
         "highest_rate_without_drop_hz": max(passing) if passing else None,
         "zmq_raw": {"runs": zmq_runs, "median_frames_per_s": zmq_fps,
