@@ -4,9 +4,12 @@ Each camera gets one preallocated block of ``frames_per(pre_s + margin_s)`` imag
 table of their headers; a frame is copied into slot ``trigger_index % capacity`` and nothing
 is allocated per frame. On an Event for trigger index n the clip service writes, for every
 camera, the frames of indices [n - pre, n + post]: the history at once, the rest as it
-arrives. Events whose windows overlap a clip still being written extend it (one clip, all
-its events). A clip folder holds a video per camera, ``frames.csv`` (the session table's rows
-for those indices, with the index in the clip's video) and ``event.json``.
+arrives. An event whose ``data["clip"]`` gives ``{"pre_s", "post_s"}`` (a rule's clip action,
+the monitor's button) gets a clip of its own with exactly that window; other events use the
+rig's ``ring_buffer`` window, and those overlapping a clip still being written extend it (one
+clip, all its events). The ring holds the longest history any rule's clip asks for. A clip
+folder holds a video per camera, ``frames.csv`` (the session table's rows for those indices,
+with the index in the clip's video) and ``event.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, Event, FrameHeader
 from rigstream.transport import ControlListener, StatusReporter, bind_address
 
 logger = logging.getLogger(__name__)
+
+WRITE_CHUNK = 8
+"""Frames of one camera a clip writer writes before turning to the next camera."""
 
 META = np.dtype([("trigger_index", np.int64), ("frame_id", np.int64), ("t_camera_ns", np.int64),
                  ("t_pi_ns", np.int64), ("t_host_ns", np.int64), ("flags", np.int64)])
@@ -82,6 +88,10 @@ class Clip:
     writers: dict[str, VideoWriter] = field(default_factory=dict)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     missing: int = 0
+    pre: int = 0
+    post: int = 0
+    exact: bool = False
+    """The event asked for its own window: the clip is not merged with others."""
 
 
 class ClipService:
@@ -95,7 +105,8 @@ class ClipService:
         ctx = ctx or zmq.Context.instance()
         self.pre = rig.frames_per(rig.ring_buffer.pre_s)
         self.post = rig.frames_per(rig.ring_buffer.post_s)
-        capacity = max(rig.frames_per(rig.ring_buffer.pre_s + rig.ring_buffer.margin_s), 2)
+        max_pre_s, _ = rig.clip_window_max_s()
+        capacity = max(rig.frames_per(max_pre_s + rig.ring_buffer.margin_s), 2)
         self.rings: dict[str, FrameRing] = {}
         for cam in rig.cameras:
             shape = (cam.height, cam.width) + ((3,) if cam.channels == 3 else ())
@@ -173,9 +184,13 @@ class ClipService:
         """Open a clip for the event, or extend the clip its window overlaps."""
         n = self._resolve_index(event)
         event.trigger_index = n
-        start, end = max(0, n - self.pre), n + self.post
+        window = self._window(event)
+        pre, post = window or (self.pre, self.post)
+        start, end = max(0, n - pre), n + post
         with self._lock:
-            for clip in self.clips:
+            for clip in [] if window else self.clips:
+                if clip.exact:
+                    continue
                 if start <= clip.end + 1 and end >= clip.start - 1:
                     written = any(v != clip.start for v in clip.next_index.values())
                     if not written:  # the start may still move back
@@ -190,13 +205,36 @@ class ClipService:
             self._clips_opened += 1
             number = self._clips_opened
             folder = self.out / "clips" / f"clip_{number:03d}_n{n}"
-            clip = Clip(number, start, end, folder, [event])
+            clip = Clip(number, start, end, folder, [event], pre=pre, post=post,
+                        exact=window is not None)
             self.clips.append(clip)
         self._log_event(event, clip)
         logger.info("event %s at trigger %d: clip %d of [%d, %d]", event.name, n, number,
                     start, end)
         self._wake.put(True)
         return clip
+
+    def _window(self, event: Event) -> tuple[int, int] | None:
+        """``data["clip"]``'s window in frames, or None (the rig's window, merging allowed)."""
+        clip = event.data.get("clip") if isinstance(event.data, dict) else None
+        if clip is None:
+            return None
+        try:
+            pre_s, post_s = float(clip["pre_s"]), float(clip["post_s"])
+        except (TypeError, KeyError, ValueError):
+            self.events_malformed(protocol.ProtocolError(
+                "invalid", f"event {event.name!r}: data.clip must be {{pre_s, post_s}}, got {clip!r}"))
+            return None
+        if not (pre_s >= 0 and post_s >= 0):  # NaN fails too
+            self.events_malformed(protocol.ProtocolError(
+                "invalid", f"event {event.name!r}: data.clip pre_s/post_s must be >= 0, got {clip!r}"))
+            return None
+        pre = self.rig.frames_per(pre_s)
+        capacity = next(iter(self.rings.values())).capacity
+        if pre >= capacity:
+            logger.warning("event %s asks for %d frames of history; the ring holds %d (the clip "
+                           "starts where the ring does)", event.name, pre, capacity - 1)
+        return pre, self.rig.frames_per(post_s)
 
     def _resolve_index(self, event: Event) -> int:
         if event.trigger_index is not None:
@@ -244,47 +282,56 @@ class ClipService:
                         return
 
     def _advance(self, clip: Clip) -> bool:
-        """Write what the rings hold of the clip; True when every camera reached its end."""
-        done = True
-        for cam, ring in self.rings.items():
-            n = clip.next_index.setdefault(cam, clip.start)
-            cfg = self.rig.camera(cam)
-            while n <= clip.end:
-                if ring.holds(n):
-                    slot = n % ring.capacity
-                    meta = ring.meta[slot].copy()
-                    h = FrameHeader(camera=cam, seq=-1, frame_id=int(meta["frame_id"]),
-                                    trigger_index=n, t_camera_ns=int(meta["t_camera_ns"]),
-                                    t_host_ns=int(meta["t_host_ns"]),
-                                    t_pi_ns=int(meta["t_pi_ns"]), width=cfg.width,
-                                    height=cfg.height, flags=int(meta["flags"]))
-                    video_frame = -1
-                    if not h.flags & FLAG_DROPPED:
-                        writer = clip.writers.get(cam)
-                        if writer is None:
-                            writer = clip.writers[cam] = VideoWriter(
-                                clip.folder / f"{cam}.mkv", cfg.width, cfg.height, cfg.channels,
-                                self.rig.recording.codec, self.rig.trigger.rate_hz,
-                                self.rig.recording.crf)
-                        pixels = ring.pixels[slot].copy()
-                        if not ring.holds(n):  # overwritten while copying
-                            break
-                        video_frame = writer.write(pixels)
-                    clip.rows.append(frame_row(h, video_frame))
-                elif ring.latest > n or (self._stopping and ring.latest >= 0):
-                    # Never arrived, or already overwritten: say so in the clip's table.
-                    lost = FrameHeader(camera=cam, seq=-1, frame_id=-1, trigger_index=n,
-                                       t_camera_ns=-1, t_host_ns=-1, width=cfg.width,
-                                       height=cfg.height, flags=FLAG_DROPPED)
-                    clip.rows.append(frame_row(lost, -1, lost=True))
-                    clip.missing += 1
-                else:
-                    break  # not yet acquired
-                n += 1
-            clip.next_index[cam] = n
-            if n <= clip.end:
-                done = False
-        return done
+        """Write what the rings hold of the clip, the cameras in turn a few frames at a time
+        (oldest first, so a slow encoder does not let one camera's history be overwritten while
+        another's is written); True when every camera reached the clip's end."""
+        progressed = True
+        while progressed:
+            progressed = False
+            for cam, ring in self.rings.items():
+                before = clip.next_index.get(cam, clip.start)
+                progressed |= self._advance_camera(clip, cam, ring, WRITE_CHUNK) != before
+        return all(clip.next_index[cam] > clip.end for cam in self.rings)
+
+    def _advance_camera(self, clip: Clip, cam: str, ring: FrameRing, limit: int) -> int:
+        """Write up to ``limit`` of ``cam``'s next frames of the clip; returns its next index."""
+        n = clip.next_index.setdefault(cam, clip.start)
+        cfg = self.rig.camera(cam)
+        stop = min(clip.end + 1, n + limit)
+        while n < stop:
+            if ring.holds(n):
+                slot = n % ring.capacity
+                meta = ring.meta[slot].copy()
+                h = FrameHeader(camera=cam, seq=-1, frame_id=int(meta["frame_id"]),
+                                trigger_index=n, t_camera_ns=int(meta["t_camera_ns"]),
+                                t_host_ns=int(meta["t_host_ns"]),
+                                t_pi_ns=int(meta["t_pi_ns"]), width=cfg.width,
+                                height=cfg.height, flags=int(meta["flags"]))
+                video_frame = -1
+                if not h.flags & FLAG_DROPPED:
+                    writer = clip.writers.get(cam)
+                    if writer is None:
+                        writer = clip.writers[cam] = VideoWriter(
+                            clip.folder / f"{cam}.mkv", cfg.width, cfg.height, cfg.channels,
+                            self.rig.recording.codec, self.rig.trigger.rate_hz,
+                            self.rig.recording.crf)
+                    pixels = ring.pixels[slot].copy()
+                    if not ring.holds(n):  # overwritten while copying
+                        break
+                    video_frame = writer.write(pixels)
+                clip.rows.append(frame_row(h, video_frame))
+            elif ring.latest > n or (self._stopping and ring.latest >= 0):
+                # Never arrived, or already overwritten: say so in the clip's table.
+                lost = FrameHeader(camera=cam, seq=-1, frame_id=-1, trigger_index=n,
+                                   t_camera_ns=-1, t_host_ns=-1, width=cfg.width,
+                                   height=cfg.height, flags=FLAG_DROPPED)
+                clip.rows.append(frame_row(lost, -1, lost=True))
+                clip.missing += 1
+            else:
+                break  # not yet acquired
+            n += 1
+        clip.next_index[cam] = n
+        return n
 
     def _finish(self, clip: Clip) -> None:
         clip.folder.mkdir(parents=True, exist_ok=True)
@@ -296,7 +343,7 @@ class ClipService:
             w.writerow(FRAME_COLUMNS)
             w.writerows(clip.rows)
         info = {"clip": clip.number, "start_index": clip.start, "end_index": clip.end,
-                "pre_frames": self.pre, "post_frames": self.post, "missing_rows": clip.missing,
+                "pre_frames": clip.pre, "post_frames": clip.post, "missing_rows": clip.missing,
                 "events": [msgspec.to_builtins(e) for e in clip.events],
                 "videos": {c: w.path.name for c, w in clip.writers.items()}}
         (clip.folder / "event.json").write_text(json.dumps(info, indent=2))

@@ -47,7 +47,7 @@ start       max_pulses: int, duration_s: float            t0_ns, period_ns, rate
             stop)
 stop        -                                            pulses_sent, sync_pulses_sent
 status      -                                            see :meth:`TriggerDaemon.status`
-ttl         width_ms: float = 1.0 (0 < width <= 1000)    t_command_ns, t_edge_ns, t_fall_ns
+ttl         width_ms: float = 1.0 (0 < width <= 1000)    index, t_command_ns, t_edge_ns, t_fall_ns
 shutdown    -                                            pulses_sent
 ==========  ===========================================  =====================================
 
@@ -584,7 +584,7 @@ class TriggerDaemon:
             t_fall,
             (t_fall - t_edge) / 1e6,
         )
-        return {"t_command_ns": t_command_ns, "t_edge_ns": t_edge, "t_fall_ns": t_fall}
+        return {"index": n, "t_command_ns": t_command_ns, "t_edge_ns": t_edge, "t_fall_ns": t_fall}
 
     # -- the pulse train -----------------------------------------------------------------
 

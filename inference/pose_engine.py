@@ -38,16 +38,24 @@ from rigstream import protocol
 from rigstream.calibration import CalibrationError
 from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import StopWait
+from rigstream.inference.actions import ActionRunner, Chain
 from rigstream.inference.engines import Engine, open_engine
 from rigstream.inference.filters import PoseFilter, make_filter
 from rigstream.inference.keypoint_files import points3d_columns
 from rigstream.inference.metrics import latency_stats
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
+from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
 from rigstream.inference.triangulate import Triangulator
 from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import decode_frameset
-from rigstream.transport import ControlListener, Publisher, StatusReporter, subscriber
+from rigstream.transport import (
+    ControlListener,
+    Publisher,
+    StatusReporter,
+    subscriber,
+    trigger_client_keys,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +106,13 @@ def plan_pose(rig: RigConfig, open_check: bool = True) -> PosePlan:
             open_engine("onnxruntime", model, len(rig.cameras), threads=1).close()
         except ModelError as exc:
             raise PoseSetupError(f"pose.model: {exc}") from None
-    return PosePlan(model, transforms, plan_triangulation(rig))
+    triangulator = plan_triangulation(rig)
+    try:
+        validate_rules(rig.rules, model.keypoints, [c.name for c in rig.cameras],
+                       has_3d=triangulator is not None)
+    except RuleError as exc:
+        raise PoseSetupError(f"{exc} (model {model.card.name}: {model.folder})") from None
+    return PosePlan(model, transforms, triangulator)
 
 
 def plan_triangulation(rig: RigConfig) -> Triangulator | None:
@@ -185,27 +199,43 @@ class PoseEngineNode:
         self._files: list[Any] = []
         if out is not None:
             self._open_files(Path(out))
+        self.rules: RuleEngine | None = None
+        self.actions: ActionRunner | None = None
+        if rig.rules:
+            min_score = tri_cfg.min_score if tri_cfg is not None else 0.0
+            self.rules = RuleEngine(rig.rules, self.keypoints, min_score_2d=min_score)
+            self.actions = ActionRunner(rig, run, ctx, Path(out) if out is not None else None,
+                                        trigger_client_keys(rig))
+            self._rules_2d = any(r.kind == "2d" for r in rig.rules)
+            self._rules_3d = any(r.kind == "3d" for r in rig.rules)
+        self._set_times = (-1, -1)
+        """The newest frame set's last camera frame (node receive time) and its arrival here, ns."""
+        self._infer_ms = float("nan")
 
     def _open_files(self, out: Path) -> None:
+        """Open the CSVs; a restarted engine (files already there) appends to them."""
         out.mkdir(parents=True, exist_ok=True)
-        f = open(out / "pose2d.csv", "w", newline="")  # noqa: SIM115 (closed in close())
-        t = open(out / "pose_timing.csv", "w", newline="")  # noqa: SIM115
+        f, header = _open_table(out / "pose2d.csv")
+        t, timing_header = _open_table(out / "pose_timing.csv")
         self._files = [f, t]
         self._csv = csv.writer(f)
-        self._csv.writerow(["trigger_index", "t_pi_ns", "t_pose_ns", "camera"]
-                           + [f"{k}_{c}" for k in self.keypoints for c in ("x", "y", "likelihood")])
+        if header:
+            self._csv.writerow(["trigger_index", "t_pi_ns", "t_pose_ns", "camera"]
+                               + [f"{k}_{c}" for k in self.keypoints for c in ("x", "y", "likelihood")])
         self._timing_csv = csv.writer(t)
-        self._timing_csv.writerow(["trigger_index", "frameset_seq", "skipped_before", "cameras",
-                                   "wait_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
-                                   "latency_ms"])
+        if timing_header:
+            self._timing_csv.writerow(["trigger_index", "frameset_seq", "skipped_before", "cameras",
+                                       "wait_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
+                                       "latency_ms"])
         if self.tri is not None:
             names = ["pose3d.csv"] + (["pose3d_filtered.csv"] if self.filter is not None else [])
-            header = points3d_columns(self.keypoints, extra=("t_pi_ns", "t_pose_ns"))
+            columns = points3d_columns(self.keypoints, extra=("t_pi_ns", "t_pose_ns"))
             for name in names:
-                f3 = open(out / name, "w", newline="")  # noqa: SIM115 (closed in close())
+                f3, header3 = _open_table(out / name)
                 self._files.append(f3)
                 self._csv3d.append(csv.writer(f3))
-                self._csv3d[-1].writerow(header)
+                if header3:
+                    self._csv3d[-1].writerow(columns)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -223,8 +253,12 @@ class PoseEngineNode:
                         break
                 if self.step(timeout_ms=20):
                     waiting.progressed()
+                if self.actions is not None:
+                    self.actions.poll()
                 self.pub.poll_subscriptions()
                 self.status.heartbeat(self.summary)
+            if self.actions is not None:
+                self.actions.close()  # outstanding TTL replies in, firings.csv written
             summary = self.summary()
             self._close_files()  # on disk before "done": the supervisor reads them next
             self.status.report("done", **summary)
@@ -254,6 +288,7 @@ class PoseEngineNode:
         if newest is None:
             return False
         t_pre = time.perf_counter()
+        t_set_ns = time.monotonic_ns()
         head, views = newest
         if head.seq <= self.last_set_seq or head.trigger_index <= self.last_index:
             self.out_of_order += 1
@@ -261,6 +296,7 @@ class PoseEngineNode:
                            head.trigger_index, head.seq, self.last_index, self.last_set_seq)
             return False
         skipped = head.seq - self.last_set_seq - 1 if self.last_set_seq >= 0 else head.seq
+        self._set_times = (max((h.t_host_ns for h, _ in views), default=-1), t_set_ns)
         self.skipped += skipped
         present = np.zeros(len(self.cameras), bool)
         for h, pixels in views:
@@ -300,11 +336,28 @@ class PoseEngineNode:
         for k, v in msg.timing_ms.items():
             self.stage_ms[k].append(v)
         self._write(msg, latency)
+        self._infer_ms = msg.timing_ms["infer"]
+        if self.rules is not None and self._rules_2d:
+            self._run_rules(msg, msg.t_host_ns, -1)
         if self.tri is not None:
-            self._pose3d(head)
+            msg3d = self._pose3d(head)
+            if self.rules is not None and self._rules_3d:
+                self._run_rules(msg3d, msg.t_host_ns, msg3d.t_host_ns)
         return True
 
-    def _pose3d(self, head: protocol.FrameSetHeader) -> None:
+    def _run_rules(self, pose: Pose2D | Pose3D, t_pose2d_ns: int, t_pose3d_ns: int) -> None:
+        """Evaluate the rules on ``pose`` and carry out what fires, timing the chain."""
+        assert self.rules is not None and self.actions is not None
+        for firing in self.rules.update(pose):
+            t_frames, t_set = self._set_times
+            chain = Chain(t_pulse_ns=pose.t_pi_ns, t_frames_ns=t_frames, t_set_ns=t_set,
+                          t_pose2d_ns=t_pose2d_ns, t_pose3d_ns=t_pose3d_ns, t_rule_ns=firing.t_eval_ns,
+                          infer_ms=self._infer_ms)
+            self.actions.fire(firing, chain, pose)
+            logger.info("rule %s fired on pulse %d (%s)", firing.rule, firing.trigger_index,
+                        "+".join(a.kind for a in firing.actions))
+
+    def _pose3d(self, head: protocol.FrameSetHeader) -> Pose3D:
         """Triangulate the frame set's views, filter, publish Pose3D, write the CSVs."""
         assert self.tri is not None
         t0 = time.perf_counter()
@@ -337,6 +390,7 @@ class PoseEngineNode:
         for writer, values in zip(self._csv3d, (raw, xyz), strict=False):
             writer.writerow(_points3d_row(values, pts.error, pts.ncams, pts.score, head.trigger_index,
                                           (head.t_pi_ns, msg.t_host_ns)))
+        return msg
 
     def _write(self, msg: Pose2D, latency_ms: float) -> None:
         if self._csv is None or self._timing_csv is None:
@@ -360,7 +414,14 @@ class PoseEngineNode:
             "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_ms.items()},
             "malformed": self.malformed.as_dict(),
             **({"pose3d": self.summary_3d()} if self.tri is not None else {}),
+            **(self.summary_rules() if self.rules is not None else {}),
         }
+
+    def summary_rules(self) -> dict[str, Any]:
+        assert self.rules is not None and self.actions is not None
+        return {"rules": {name: msgspec.to_builtins(st) for name, st in self.rules.status().items()},
+                "rule_poses": dict(self.rules.counters),
+                "closed_loop": self.actions.summary()}
 
     def summary_3d(self) -> dict[str, Any]:
         return {
@@ -380,11 +441,20 @@ class PoseEngineNode:
         self._csv3d = []
 
     def close(self) -> None:
+        if self.actions is not None:
+            self.actions.close()
         self._close_files()
         self.sub.close(linger=0)
         for part in (self.pub, self.status, self.control):
             part.close()
         self.engine.close()
+
+
+def _open_table(path: Path) -> tuple[Any, bool]:
+    """``path`` opened for writing rows, and whether it needs its header (it is new or empty; a
+    restarted engine appends to what its predecessor wrote)."""
+    fresh = not path.is_file() or path.stat().st_size == 0
+    return open(path, "w" if fresh else "a", newline=""), fresh
 
 
 _IDENTITY_CENTER = ["1", "0", "0", "0", "1", "0", "0", "0", "1", "0", "0", "0"]

@@ -27,7 +27,7 @@ def _add_component_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rigstream.session import Session, SessionPlan, demo_rig
+    from rigstream.session import SessionPlan, demo_rig
 
     rig = demo_rig(_rig(args), cameras=args.cameras, fps=args.fps, drop_rate=args.drop_rate,
                    width=args.width, height=args.height, codec=args.codec,
@@ -36,22 +36,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(rig.recording.folder) / time.strftime("demo-%Y%m%d-%H%M%S"))
     post = rig.frames_per(rig.ring_buffer.post_s)
     pre = rig.frames_per(rig.ring_buffer.pre_s)
-    # A clip with its full history, then two events close enough to merge into one clip.
-    first = max(pre, pulses // 4)
-    second = first + pre + post + 2
-    events = [n for n in (first, second, second + max(1, post // 2)) if n + post < pulses]
-    events = events or [max(0, pulses - post - 1)]
+    events: list[int] = []
+    if not rig.rules:  # without a rule to fire: a clip with its full history, then two events
+        first = max(pre, pulses // 4)  # close enough to merge into one clip
+        second = first + pre + post + 2
+        events = [n for n in (first, second, second + max(1, post // 2)) if n + post < pulses]
+        events = events or [max(0, pulses - post - 1)]
+    rules = ", ".join(r.name for r in rig.rules) or f"none (clips at pulses {events})"
     print(f"rigstream demo: {len(rig.cameras)} simulated cameras at {rig.trigger.rate_hz:g} Hz "
           f"({rig.cameras[0].width}x{rig.cameras[0].height} {rig.cameras[0].pixel_format}), "
-          f"{pulses} pulses, clips of [n-{pre}, n+{post}] -> {out}", file=sys.stderr)
-    summary = Session(SessionPlan(rig, out, pulses, events),
-                      progress=lambda line: print(line, file=sys.stderr, flush=True)).run()
+          f"{pulses} pulses; rules: {rules} -> {out}", file=sys.stderr)
+    return _run_session(SessionPlan(rig, out, pulses, events, monitor=_monitor_plan(args)))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rigstream.session import SessionPlan
+
+    rig = _rig(args)
+    if args.seconds is not None and args.seconds <= 0:
+        raise InputError(f"run: --seconds must be positive, got {args.seconds:g}")
+    out = Path(args.out or Path(rig.recording.folder) / time.strftime("session-%Y%m%d-%H%M%S"))
+    until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+    print(f"rigstream run: rig {rig.name!r}, {len(rig.cameras)} cameras at {rig.trigger.rate_hz:g} Hz, "
+          f"{len(rig.rules)} rules, {until} -> {out}", file=sys.stderr)
+    return _run_session(SessionPlan(rig, out, None, seconds=args.seconds, monitor=_monitor_plan(args)))
+
+
+def _monitor_plan(args: argparse.Namespace) -> Any:
+    from rigstream.session import MonitorPlan
+
+    if args.monitor is None:
+        return None
+    if not 0 <= args.monitor <= 65535:
+        raise InputError(f"--monitor: expected a port 0..65535 (0: any free port), got {args.monitor}")
+    return MonitorPlan(port=args.monitor, host=args.monitor_host)
+
+
+def _run_session(plan: Any) -> int:
+    """Run a session in the foreground: Ctrl-C (SIGINT, or SIGTERM) asks it to stop cleanly,
+    a second Ctrl-C stops without waiting for clips; prints the summary."""
+    import signal
+
+    from rigstream.session import Session
+
+    session = Session(plan, progress=lambda line: print(line, file=sys.stderr, flush=True))
+
+    def on_signal(signum: int, frame: Any) -> None:
+        print("\nrigstream: stopping (Ctrl-C again to stop without waiting for clips)",
+              file=sys.stderr, flush=True)
+        session.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = session.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _print_summary(summary)
     return 0 if _summary_ok(summary) else 1
 
 
 def _summary_ok(s: dict[str, Any]) -> bool:
-    return (not s.get("failed_components") and s["framesets_mixed"] == 0
+    return (not s.get("failed_components") and not s.get("restarted_components")
+            and s["framesets_mixed"] == 0
             and s.get("pose", {}).get("out_of_order", 0) == 0
             and all(s["frames"].get(c, 0) + s["frames_dropped"].get(c, 0) == s["pulses_sent"]
                     for c in s["frames"]))
@@ -96,6 +143,11 @@ def _print_summary(s: dict[str, Any]) -> None:
                 if e3 and e3.get("median_mm") is not None:
                     line += f"; {label} median {e3['median_mm']:.2f} mm, p95 {e3['p95_mm']:.2f} mm"
             lines.append(line)
+    cl = s.get("pose", {}).get("closed_loop")
+    if cl is not None:
+        lines.extend(_closed_loop_lines(s["pose"].get("rules", {}), cl))
+    for r in s.get("restarted_components", []):
+        lines.append(f"RESTARTED   {r['component']} at {r['t_s']:.1f} s: {r['why']}")
     nc = s.get("neural_clock")
     if nc:
         if nc.get("aligned"):
@@ -111,6 +163,22 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append(f"transport   messages lost: {gaps}")
     lines.append(f"summary     {Path(s['out']) / 'summary.json'}")
     print("\n".join(lines))
+
+
+def _closed_loop_lines(rules: dict[str, Any], cl: dict[str, Any]) -> list[str]:
+    fired = ", ".join(f"{name} {st['fired']}x" for name, st in rules.items()) or "-"
+    lines = [f"rules       {cl.get('firings', 0)} firings ({fired})"]
+    ttl, act = cl.get("pulse_to_ttl_ms", {}), cl.get("pulse_to_action_ms", {})
+    if ttl.get("n"):
+        share = cl.get("infer_share_of_pulse_to_ttl")
+        steps = cl.get("steps_ms", {})
+        chain = " -> ".join(f"{k} {_ms(v.get('p50'))}" for k, v in steps.items() if v.get("n"))
+        lines.append(f"latency     pulse->TTL edge p50 {_ms(ttl['p50'])} p99 {_ms(ttl['p99'])} max "
+                     f"{_ms(ttl['max'])} (n {ttl['n']}); inference "
+                     f"{'-' if share is None else f'{share:.0%}'} of it; p50 steps: {chain}")
+    elif act.get("n"):
+        lines.append(f"latency     pulse->rule decision p50 {_ms(act['p50'])} p99 {_ms(act['p99'])}")
+    return lines
 
 
 def _ms(v: float | None) -> str:
@@ -447,7 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=["ffv1", "h264", "h264_lossless", "raw"])
     p.add_argument("--out", help="session folder (default: sessions/demo-<time>)")
     p.add_argument("--no-pose", action="store_true", help="run without the live pose engine")
+    _add_monitor_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run a rig: every component a process, supervised, until Ctrl-C")
+    p.add_argument("--config", help="rig file (default: the embedded simulated rig)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: run until Ctrl-C)")
+    p.add_argument("--out", help="session folder (default: <recording.folder>/session-<time>)")
+    _add_monitor_args(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("trigger", help="run the trigger daemon (on the Pi, or simulated)")
     _add_component_args(p)
@@ -612,6 +688,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_monitor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--monitor", type=int, metavar="PORT",
+                   help="serve the live monitor page on this port (0: any free port)")
+    p.add_argument("--monitor-host", default="127.0.0.1",
+                   help="address the monitor listens on (default loopback; any other needs a token, "
+                        "made and printed if RIGSTREAM_MONITOR_TOKEN is not set)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -619,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "demo":
+    if args.command in ("demo", "run"):
         logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     try:
         return int(args.func(args) or 0)

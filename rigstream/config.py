@@ -260,6 +260,11 @@ class TransportConfig(_Model, kw_only=True):
     control: str = "ipc://{run}/control"
     status: str = "ipc://{run}/status"
     poses: str = "ipc://{run}/poses"
+    rule_events: str = "ipc://{run}/rule-events"
+    """The pose engine publishes here an Event for every rule firing (with its latency chain)."""
+    health: str = "ipc://{run}/health"
+    """The session supervisor publishes here, twice a second, every component's latest status
+    (a Status from component ``session``; the monitor page reads it)."""
     sim_lines: str = "ipc://{run}/line-{line}"
     """Simulated electrical lines (trigger, strobes) between the sim pin backend and cameras."""
     frame_hwm: PositiveInt = 2000
@@ -296,6 +301,10 @@ class NeuralClockConfig(_Model, kw_only=True):
     sim: SimRecorderConfig = SimRecorderConfig()
 
 
+# The rule models import InputError and Name from this module, which is far enough loaded here.
+from rigstream.rules import Rule, RuleError, parse_rules  # noqa: E402
+
+
 class RigConfig(_Model, kw_only=True):
     name: str = "rig"
     cameras: list[CameraConfig]
@@ -309,6 +318,9 @@ class RigConfig(_Model, kw_only=True):
     calibration: str | None = None
     """The cameras' calibration (aniposelib TOML), relative to the rig file. Live 3D uses it,
     and simulated cameras are placed by it (default for them: a ring around the arena)."""
+    rules: list[Rule] = []
+    """Closed-loop rules on the live pose (see rigstream.rules); checked against the model's
+    keypoints and the cameras when a session (or ``rigstream check``) plans the pose engine."""
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -358,6 +370,13 @@ class RigConfig(_Model, kw_only=True):
     def address(self, key: str, run: str, **fields: str) -> str:
         template: str = getattr(self.transport, key)
         return template.format(run=run, **fields)
+
+    def clip_window_max_s(self) -> tuple[float, float]:
+        """The longest (pre_s, post_s) any clip may ask for: the ring buffer's own window and
+        every rule's ``clip`` action (the ring buffer keeps that much history)."""
+        clips = [a.clip for r in self.rules for a in r.actions if a.clip is not None]
+        return (max([self.ring_buffer.pre_s, *(c.pre_s for c in clips)]),
+                max([self.ring_buffer.post_s, *(c.post_s for c in clips)]))
 
     def frames_per(self, seconds: float) -> int:
         """Trigger indices in ``seconds`` at the rig's trigger rate."""
@@ -430,6 +449,13 @@ def parse_rig(text: str | bytes, source: str = "<rig>", base_dir: Path | None = 
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
     _resolve_model(doc, base_dir)
     _resolve_calibration(doc, base_dir)
+    if doc.get("rules") is not None:  # first, for messages that name the rule (rules[1] 'reach': ...)
+        try:
+            parse_rules(doc["rules"], source)
+        except RuleError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        doc.pop("rules", None)  # an empty ``rules:`` is no rules
     try:
         return msgspec.convert(doc, type=RigConfig, strict=True)
     except msgspec.ValidationError as exc:

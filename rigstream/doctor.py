@@ -209,10 +209,10 @@ def wiring_pulses(rig: RigConfig, pulses: int | None = None) -> int:
 
 
 def wiring_rig(rig: RigConfig, folder: Path) -> RigConfig:
-    """The rig a wiring session runs: no pose engine, no neural clock, a minimal ring buffer,
-    raw recording (the fastest, so the recorder cannot be what loses frames)."""
+    """The rig a wiring session runs: no pose engine (so no rules), no neural clock, a minimal
+    ring buffer, raw recording (the fastest, so the recorder cannot be what loses frames)."""
     return with_overrides(
-        rig, pose=None, neural_clock=None,
+        rig, pose=None, neural_clock=None, rules=[],
         ring_buffer=RingBufferConfig(pre_s=0.0, post_s=0.0, margin_s=0.1),
         recording=RecordingConfig(folder=str(folder), codec="raw",
                                   flush_interval_s=rig.recording.flush_interval_s))

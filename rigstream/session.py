@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,15 +29,14 @@ import yaml
 import zmq
 
 from rigstream import protocol
-from rigstream.config import RigConfig, with_overrides
+from rigstream.config import ConfigError, RigConfig, with_overrides
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
-    CurveClientKeys,
     Publisher,
     bind_address,
-    load_curve_client_keys,
     request,
     subscriber,
+    trigger_client_keys,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,18 @@ logger = logging.getLogger(__name__)
 
 class SessionError(RuntimeError):
     pass
+
+
+RESTARTABLE = ("pose", "monitor")
+"""Components restarted when they crash mid-session: consumers that are latest-wins and hold no
+frames (their files are appended to). A camera is not (its frame counter would restart, and a
+real camera that failed needs a person); the recorder, ring buffer, assembler and trigger are
+the session's record, so their failure ends it."""
+
+MAX_RESTARTS = 3
+"""Restarts of one component before its failure ends the session."""
+
+HEALTH_EVERY_S = 0.5
 
 
 @dataclass
@@ -54,15 +66,32 @@ class Component:
     proc: subprocess.Popen[bytes] | None = None
     last: Status | None = None
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
+
+
+@dataclass
+class MonitorPlan:
+    """The live monitor page (``rigstream run --monitor PORT``)."""
+
+    port: int = 8800
+    """0: any free port (the URL is reported)."""
+    host: str = "127.0.0.1"
+    token: str | None = None
+    """Required by the monitor on a non-loopback host (it makes one if not given)."""
 
 
 @dataclass
 class SessionPlan:
     rig: RigConfig
     out: Path
-    pulses: int
+    pulses: int | None
+    """Trigger pulses to send; None: until :meth:`Session.stop` (Ctrl-C)."""
     events_at: list[int] = field(default_factory=list)
     """Trigger indices at which the supervisor sends a clip event."""
+    monitor: MonitorPlan | None = None
+    seconds: float | None = None
+    """With ``pulses`` None: stop after this long (then finish the clips still being written)."""
 
 
 def write_rig(rig: RigConfig, path: Path) -> None:
@@ -73,7 +102,7 @@ class Session:
     def __init__(self, plan: SessionPlan, progress: Callable[[str], None] | None = None) -> None:
         self.plan = plan
         self.rig = plan.rig
-        self._curve = self._load_curve()  # read once (the trigger is asked many times), before any socket
+        self._curve = trigger_client_keys(self.rig)  # read once, before any socket
         self.out = plan.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.run_dir = tempfile.mkdtemp(prefix="rigstream-")
@@ -91,7 +120,23 @@ class Session:
         self.pose_enabled = self.rig.pose is not None and self.rig.pose.enabled
         self.failed: dict[str, str] = {}
         """Components that failed mid-session (cameras only), with why."""
+        self.restarted: list[dict[str, Any]] = []
+        """Components restarted mid-session: name, when (s into the session), why."""
         self._recording = False
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+        self.health = Publisher(self.ctx, self.rig.address("health", self.run_dir), hwm=10)
+        self._last_health = 0.0
+        self._t0 = time.monotonic()
+        self.monitor_url: str | None = None
+
+    def stop(self) -> None:
+        """Ask the session to end (Ctrl-C): the trigger stops once the clips being written have
+        their frames (at most the longest clip's ``post_s``); a second call stops at once. Safe
+        from a signal handler or another thread."""
+        if self._stop.is_set():
+            self._stop_now.set()
+        self._stop.set()
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -107,6 +152,11 @@ class Session:
                                                                  "--out", str(self.out)])
         if self.pose_enabled:
             self.components["pose"] = Component("pose", ["pose", *common, "--out", str(self.out)])
+        mon = self.plan.monitor
+        if mon is not None:
+            self.components["monitor"] = Component(
+                "monitor", ["monitor", *common, "--port", str(mon.port), "--host", mon.host],
+                env={"RIGSTREAM_MONITOR_TOKEN": mon.token} if mon.token else {})
         consumers = 3  # recorder, ring buffer, assembler
         for cam in self.rig.cameras:
             self.components[f"camera:{cam.name}"] = Component(
@@ -116,12 +166,16 @@ class Session:
     def _start(self) -> None:
         logs = self.out / "logs"
         logs.mkdir(exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         for comp in self.components.values():
             comp.log_path = logs / f"{comp.name.replace(':', '-')}.log"
-            with open(comp.log_path, "wb") as log:
-                comp.proc = subprocess.Popen([sys.executable, "-m", "rigstream", *comp.args],
-                                             stdout=log, stderr=subprocess.STDOUT, env=env)
+            self._launch(comp)
+
+    def _launch(self, comp: Component) -> None:
+        assert comp.log_path is not None
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **comp.env)
+        with open(comp.log_path, "ab") as log:  # a restart appends to the same log
+            comp.proc = subprocess.Popen([sys.executable, "-m", "rigstream", *comp.args],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def _check_alive(self) -> None:
         for comp in self.components.values():
@@ -132,13 +186,30 @@ class Session:
 
     def _component_failed(self, comp: Component, why: str) -> None:
         """A camera that fails mid-session is reported and left out; the other cameras and
-        the consumers go on recording (the recorder accounts its missing frames). Any other
-        component failing ends the session."""
+        the consumers go on recording (the recorder accounts its missing frames). The pose
+        engine and the monitor are restarted (up to MAX_RESTARTS times). Any other component
+        failing ends the session."""
+        if comp.name in RESTARTABLE and self._recording and comp.restarts < MAX_RESTARTS:
+            self._restart(comp, why)
+            return
         if not comp.name.startswith("camera:") or not self._recording:
             raise SessionError(f"component {comp.name} failed: {why}")
         self.failed[comp.name] = why.splitlines()[0]
         logger.error("component %s failed; the other cameras keep recording: %s", comp.name, why)
         self.progress(f"!! {comp.name} failed: {why.splitlines()[0]} (the others keep recording)")
+
+    def _restart(self, comp: Component, why: str) -> None:
+        first = why.splitlines()[0]
+        logger.error("component %s failed; restarting it: %s", comp.name, why)
+        self.progress(f"!! {comp.name} failed: {first} (restarting it)")
+        if comp.proc is not None and comp.proc.poll() is None:
+            comp.proc.kill()  # it reported an error but is still there
+            comp.proc.wait(5)
+        comp.restarts += 1
+        comp.last = None
+        self.restarted.append({"component": comp.name, "t_s": round(time.monotonic() - self._t0, 3),
+                               "why": first})
+        self._launch(comp)
 
     def _drain_status(self, timeout_ms: int = 0) -> None:
         while self.status_sock.poll(timeout_ms, zmq.POLLIN):
@@ -151,6 +222,10 @@ class Session:
             comp = self.components.get(st.component)
             if comp is not None:
                 comp.last = st
+                if comp.name == "monitor" and st.state == "ready" and st.stats.get("url"):
+                    if self.monitor_url != st.stats["url"]:
+                        self.progress(f"monitor: {st.stats['url']}")
+                    self.monitor_url = str(st.stats["url"])
                 if st.state == "error" and comp.name not in self.failed:
                     self._component_failed(comp, str(st.stats.get("error", "?")))
 
@@ -175,14 +250,6 @@ class Session:
                 raise SessionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
             self._drain_status(timeout_ms=50)
 
-    def _load_curve(self) -> CurveClientKeys | None:
-        """The supervisor's CURVE keys for a daemon that requires them (trigger.control_keys)."""
-        keys = self.rig.trigger.control_keys
-        if keys is None or keys.client_secret_file is None:
-            return None
-        assert keys.server_public_file is not None  # checked with the config
-        return load_curve_client_keys(keys.server_public_file, keys.client_secret_file)
-
     def _trigger(self, cmd: str, **args: Any) -> protocol.Reply:
         reply = request(self.ctx, self.rig.address("trigger_control", self.run_dir),
                         Command(cmd=cmd, args=args), timeout_s=5.0, curve=self._curve)
@@ -194,6 +261,9 @@ class Session:
 
     def run(self) -> dict[str, Any]:
         self.rig = self._prepare_calibration()  # a bad calibration: an error before any process
+        if self.rig.rules and not self.pose_enabled:
+            raise ConfigError(f"rig {self.rig.name!r}: rules ({', '.join(r.name for r in self.rig.rules)}) "
+                              f"run on the live pose: enable the pose section (pose.enabled)")
         if self.pose_enabled:  # a bad model or view is an error before any process starts
             from rigstream.inference.pose_engine import plan_pose
 
@@ -239,15 +309,17 @@ class Session:
         self._wait("the trigger daemon and its subscribers", trigger_ready, 30)
         logger.info("all components ready after %.1f s", time.monotonic() - t_launch)
 
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         self._recording = True
         self._trigger("start", max_pulses=self.plan.pulses)
         events = sorted(self.plan.events_at)
-        ctx_events = self.rig.address("events", self.run_dir)
         push = self.ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
-        push.connect(ctx_events)
+        push.connect(self.rig.address("events", self.run_dir))
         last_progress = 0.0
+        finishing_until: float | None = None
+        """After a stop request: the trigger runs on until the clips being written are done,
+        or this deadline."""
         while True:
             self._check_alive()
             self._drain_status(timeout_ms=20)
@@ -260,9 +332,21 @@ class Session:
             if now - last_progress >= 1.0:
                 last_progress = now
                 self.progress(self._progress_line(now - t0))
-            if self.latest_pulse >= self.plan.pulses - 1:
-                data = self._trigger("status").data
-                if not data.get("running", False):
+            self._publish_health(now)
+            if self.plan.pulses is not None:
+                if self.latest_pulse >= self.plan.pulses - 1 and not self._trigger("status").data.get(
+                        "running", False):
+                    break
+                if not self._stop.is_set():
+                    continue
+            elif self.plan.seconds is not None and now - t0 >= self.plan.seconds:
+                self._stop.set()
+            if self._stop.is_set():
+                if finishing_until is None:
+                    finishing_until = now + self.rig.clip_window_max_s()[1] + 1.0
+                    self.progress("stopping: finishing the clips being written" if self._clips_pending()
+                                  else "stopping")
+                if self._stop_now.is_set() or now > finishing_until or not self._clips_pending():
                     break
         duration_s = time.monotonic() - t0
         trigger_status = {**self._trigger("status").data, **self._trigger("stop").data}
@@ -272,13 +356,33 @@ class Session:
         self._wait("components to finish",
                    lambda: all(c.name in self.failed or (c.last is not None and c.last.state == "done")
                                for c in waiting),
-                   120 + self.rig.ring_buffer.post_s)
+                   120 + self.rig.clip_window_max_s()[1])
         self.progress(self._progress_line(duration_s))
         summary = self._summary(pulses_sent, duration_s, trigger_status)
         if self.rig.neural_clock is not None:
             summary["neural_clock"] = self._neural_clock()
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _clips_pending(self) -> bool:
+        """Whether the ring buffer (as of its last status) or the pose engine's rules are still
+        working on a clip; a clip asked for in the last status interval may be missed."""
+        ring = self.components["ringbuffer"].last
+        return bool(ring is not None and ring.stats.get("clips_pending", 0))
+
+    def _publish_health(self, now: float) -> None:
+        """Every component's latest status, for the monitor page (transport.health)."""
+        if now - self._last_health < HEALTH_EVERY_S:
+            return
+        self._last_health = now
+        comps = {c.name: {"state": c.last.state if c.last else "starting",
+                          "stats": c.last.stats if c.last else {}} for c in self.components.values()}
+        self.health.send(Status(component="session", state="running", t_host_ns=time.monotonic_ns(),
+                                stats={"t_s": round(now - self._t0, 3), "pulses": self.latest_pulse + 1,
+                                       "rate_hz": self.rig.trigger.rate_hz, "components": comps,
+                                       "failed": dict(self.failed),
+                                       "restarts": {c.name: c.restarts for c in self.components.values()
+                                                    if c.restarts}}))
 
     def _neural_clock(self) -> dict[str, Any]:
         """Put the session on the neural clock: the simulated recorder now; a real one after
@@ -317,6 +421,8 @@ class Session:
             pose = self.components["pose"].last
             p = pose.stats if pose else {}
             parts.append(f"posed {p.get('framesets_posed', 0)} skipped {p.get('framesets_skipped', 0)}")
+            if "closed_loop" in p:
+                parts.append(f"fired {p['closed_loop'].get('firings', 0)}")
         return " | ".join(parts)
 
     def _summary(self, pulses_sent: int, duration_s: float,
@@ -353,6 +459,7 @@ class Session:
             "components": {"cameras": cams, "recorder": rec, "assembler": asm,
                            "ringbuffer": ring},
             "failed_components": dict(self.failed),
+            "restarted_components": list(self.restarted),
         }
         if "pose" in self.components:
             summary["pose"] = self._pose_summary(stats("pose"))
@@ -376,6 +483,9 @@ class Session:
             out["error_2d_vs_truth"] = pose2d_errors(self.rig, pose_csv)
         if "pose3d" in p:
             out["pose3d"] = self._pose3d_summary(p["pose3d"])
+        if "rules" in p:
+            out["rules"] = p["rules"]
+            out["closed_loop"] = p.get("closed_loop", {})
         return out
 
     def _pose3d_summary(self, p3: dict[str, Any]) -> dict[str, Any]:
@@ -415,6 +525,7 @@ class Session:
         for sock in (self.status_sock, self.pulse_sock):
             sock.close()
         self.control.close()
+        self.health.close()
         self.ctx.destroy(linger=0)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -450,4 +561,6 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
         doc["recording"]["codec"] = codec
     if pose is not None and doc.get("pose") is not None:
         doc["pose"]["enabled"] = pose
+    if not (doc.get("pose") or {}).get("enabled", False):
+        doc["rules"] = []  # rules run in the pose engine
     return msgspec.convert(doc, type=RigConfig, strict=True)

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import zmq
 
 from rigstream import protocol
-from rigstream.config import InputError
+from rigstream.config import InputError, RigConfig
 from rigstream.protocol import Command, Status
 
 logger = logging.getLogger(__name__)
@@ -253,6 +253,15 @@ def load_curve_client_keys(
     this client's ``NAME.key_secret``."""
     public, secret = load_curve_keypair(client_secret_file)
     return CurveClientKeys(load_curve_public(server_public_file), public, secret)
+
+
+def trigger_client_keys(rig: RigConfig) -> CurveClientKeys | None:
+    """The CURVE keys a host-side client (the supervisor, the pose engine's TTLs, the monitor)
+    uses to command the rig's trigger daemon; None where the rig gives no client side."""
+    keys = rig.trigger.control_keys
+    if keys is None or keys.client_secret_file is None or keys.server_public_file is None:
+        return None
+    return load_curve_client_keys(keys.server_public_file, keys.client_secret_file)
 
 
 def create_curve_keys(folder: str | os.PathLike[str], name: str) -> tuple[Path, Path]:

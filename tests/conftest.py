@@ -28,6 +28,7 @@ def small_rig(cameras: int = 2, width: int = 64, height: int = 48, **top: Any) -
                            width=width, height=height) for i in range(cameras)]
     doc["ring_buffer"] = {"pre_s": 0.05, "post_s": 0.03, "margin_s": 0.2}
     doc["calibration"] = None  # the shipped one is for 640x480; sim cameras fall back to a ring
+    doc["rules"] = []  # the shipped rule is 3D, on the shipped model's keypoints
     doc.update(top)
     return msgspec.convert(doc, type=RigConfig, strict=True)
 

@@ -71,27 +71,38 @@ def check_video(video: Path, rows: list[dict[str, str]], truth: TruthRenderer, c
 
 
 def check_clips(out: Path, s: dict[str, Any], truth: TruthRenderer | None) -> None:
+    """A clip per rule firing with exactly [n - pre, n + post] of its clip action for every
+    camera (rows past the last pulse marked lost, none lost before it); scheduled events use the
+    ring buffer's window and share a clip where their windows overlap."""
     assert s["clips"], "the demo saves at least one clip"
     rig = load_rig(out / "rig.yaml")
+    pulses = s["pulses_sent"]
     pre, post = rig.frames_per(rig.ring_buffer.pre_s), rig.frames_per(rig.ring_buffer.post_s)
-    # Events whose windows overlap share a clip.
     windows: list[list[int]] = []
-    for n in sorted(int(e["trigger_index"]) for e in read_rows(out / "events.csv")):
-        if windows and n - pre <= windows[-1][1] + 1:
-            windows[-1][1] = n + post
+    merged: list[list[int]] = []
+    for e in read_rows(out / "events.csv"):
+        n = int(e["trigger_index"])
+        if e["source"] == "rules":
+            clip = next(a.clip for r in rig.rules if r.name == e["name"] for a in r.actions if a.clip)
+            windows.append([max(0, n - rig.frames_per(clip.pre_s)), n + rig.frames_per(clip.post_s)])
+        elif merged and n - pre <= merged[-1][1] + 1:
+            merged[-1][1] = n + post
         else:
-            windows.append([max(0, n - pre), n + post])
-    assert len(s["clips"]) == len(windows)
+            merged.append([max(0, n - pre), n + post])
+    assert sorted(windows + merged) == sorted(
+        [json.loads((out / c / "event.json").read_text())[k] for k in ("start_index", "end_index")]
+        for c in s["clips"])
+    dropped = {c: set(v) for c, v in s["dropped_indices"].items()}
     for clip in s["clips"]:
         folder = out / clip
         info = json.loads((folder / "event.json").read_text())
-        indices = [e["trigger_index"] for e in info["events"]]
-        start, end = max(0, min(indices) - pre), max(indices) + post
-        assert (info["start_index"], info["end_index"]) == (start, end)
+        start, end = info["start_index"], info["end_index"]
         rows = by_camera(read_rows(folder / "frames.csv"))
         assert set(rows) == {c.name for c in rig.cameras}
         for cam, cam_rows in rows.items():
             assert [int(r["trigger_index"]) for r in cam_rows] == list(range(start, end + 1))
+            lost = {int(r["trigger_index"]) for r in cam_rows if r["dropped"] == "1"}
+            assert lost == {n for n in range(start, end + 1) if n >= pulses or n in dropped[cam]}, clip
             kept = [r for r in cam_rows if r["dropped"] == "0"]
             frames = list(read_frames(folder / f"{cam}.mkv"))
             assert len(frames) == len(kept)

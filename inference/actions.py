@@ -1,0 +1,296 @@
+"""What the pose engine does when a rule fires, without ever waiting on the pose loop.
+
+For each :class:`~rigstream.inference.rules.Firing`, :meth:`ActionRunner.fire`:
+
+- ``ttl``: sends the trigger daemon a ``ttl`` command on a DEALER socket (the daemon's REP socket
+  answers it like a REQ), so the command leaves at once and the reply (which the daemon sends
+  after the falling edge) is collected on a later turn of the loop (:meth:`ActionRunner.poll`);
+- ``clip``: pushes an :class:`~rigstream.protocol.Event` to the ring buffer, whose ``data["clip"]``
+  asks for exactly ``[n - pre, n + post]`` around the firing's pulse ``n``;
+- every firing is published on ``transport.rule_events`` as an Event (named by its ``event``
+  action, else by the rule) with the latency chain so far and, with an ``event`` action, the pose.
+
+Every firing is timed step by step on one clock (the host's monotonic clock; the simulated
+trigger daemon's and, on one host, the Pi's): trigger pulse -> last camera frame in -> frame set
+in the pose engine -> Pose2D -> Pose3D -> rule decision -> TTL rising edge. ``firings.csv`` holds
+one row per firing; :meth:`ActionRunner.summary` the p50/p99/max of each step.
+
+With a real Raspberry Pi the pulse and the TTL edge are both on the Pi's clock, so pulse -> TTL
+is exact; the host steps between them are on the host's clock, whose offset to the Pi's is not
+removed here (the steps are then exact only as differences within one clock).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rigstream import protocol
+from rigstream.config import RigConfig
+from rigstream.inference.metrics import latency_stats
+from rigstream.inference.rules import Firing
+from rigstream.protocol import Command
+from rigstream.transport import CurveClientKeys, Publisher
+
+logger = logging.getLogger(__name__)
+
+STEPS = ("frames", "assemble", "pose2d", "pose3d", "rule", "ttl")
+"""The steps of a firing's chain: pulse -> frames in (the set's last camera frame), -> the set in
+the pose engine, -> Pose2D, -> Pose3D (3D rules), -> the rule's decision, -> the TTL edge."""
+
+TTL_REPLY_TIMEOUT_S = 2.0
+"""A TTL command without a reply this long is counted as lost (the daemon is gone or busy)."""
+
+COLUMNS = ("rule", "trigger_index", "t_pi_ns", "actions", "t_frames_ns", "t_set_ns", "t_pose2d_ns",
+           "t_pose3d_ns", "t_rule_ns", "ttl_index", "t_ttl_command_ns", "t_ttl_ns", "t_ttl_fall_ns",
+           *(f"{s}_ms" for s in STEPS), "infer_ms", "total_ms", "ttl_error")
+
+
+@dataclass
+class Chain:
+    """One firing's times, ns on the host's monotonic clock (-1: not applicable or unknown)."""
+
+    t_pulse_ns: int
+    t_frames_ns: int
+    t_set_ns: int
+    t_pose2d_ns: int
+    t_pose3d_ns: int
+    t_rule_ns: int
+    infer_ms: float = float("nan")
+    t_ttl_ns: int = -1
+    ttl: dict[str, Any] = field(default_factory=dict)
+    ttl_error: str = ""
+
+    def steps_ms(self) -> dict[str, float]:
+        """Each step's duration (ms); a step with an unknown end is left out, a skipped one
+        (``pose3d`` for a 2D rule) counts from the previous known time."""
+        marks = [("frames", self.t_frames_ns), ("assemble", self.t_set_ns),
+                 ("pose2d", self.t_pose2d_ns), ("pose3d", self.t_pose3d_ns),
+                 ("rule", self.t_rule_ns), ("ttl", self.t_ttl_ns)]
+        out: dict[str, float] = {}
+        last = self.t_pulse_ns
+        for name, t in marks:
+            if t < 0 or last < 0:
+                continue
+            out[name] = round((t - last) / 1e6, 4)
+            last = t
+        return out
+
+    @property
+    def t_action_ns(self) -> int:
+        """When the last action was done: the TTL edge, else the decision."""
+        return self.t_ttl_ns if self.t_ttl_ns >= 0 else self.t_rule_ns
+
+    def total_ms(self) -> float:
+        if self.t_pulse_ns < 0:
+            return float("nan")
+        return (self.t_action_ns - self.t_pulse_ns) / 1e6
+
+
+@dataclass
+class _Pending:
+    firing: Firing
+    chain: Chain
+    ttl_left: int
+    t_sent: float
+
+
+class ActionRunner:
+    """Carries out rule firings for the pose engine: TTL commands, clip events, rule events."""
+
+    def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context, out: Path | None,
+                 curve: CurveClientKeys | None = None) -> None:
+        self.rig = rig
+        self.fps = rig.trigger.rate_hz
+        self.pub = Publisher(ctx, rig.address("rule_events", run), hwm=1000)
+        self.clips = ctx.socket(zmq.PUSH)
+        self.clips.setsockopt(zmq.LINGER, 2000)
+        self.clips.setsockopt(zmq.SNDHWM, 1000)
+        self.clips.connect(rig.address("events", run))
+        self.ttl_sock: zmq.Socket | None = None
+        self._ttl_address = rig.address("trigger_control", run)
+        self._curve = curve
+        self._ctx = ctx
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self.done: list[Chain] = []
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.malformed = protocol.MalformedCounter("rule actions (ttl replies)")
+        self._file = self._csv = None
+        self._closed = False
+        if out is not None:
+            path = Path(out) / "firings.csv"
+            fresh = not path.is_file() or path.stat().st_size == 0  # a restarted engine appends
+            self._file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 (close())
+            self._csv = csv.writer(self._file)
+            if fresh:
+                self._csv.writerow(COLUMNS)
+
+    # -- on the pose loop ------------------------------------------------------------------------
+
+    def fire(self, firing: Firing, chain: Chain, pose: protocol.Pose3D | protocol.Pose2D) -> None:
+        """Carry out ``firing``'s actions now (TTL first: it is the latency-critical one)."""
+        ttls = [a.ttl for a in firing.actions if a.ttl is not None]
+        for ttl in ttls:
+            self._send_ttl(ttl.width_ms)
+        clip = next((a.clip for a in firing.actions if a.clip is not None), None)
+        event = firing.event()
+        event.data["kind"] = "3d" if isinstance(pose, protocol.Pose3D) else "2d"
+        event.data["chain_ms"] = chain.steps_ms()
+        if any(a.event is not None for a in firing.actions):
+            event.data["pose"] = _pose_data(pose)
+        if clip is not None:
+            event.data["clip"] = {"pre_s": clip.pre_s, "post_s": clip.post_s}
+            try:
+                self.clips.send(protocol.encode(event), zmq.NOBLOCK)
+                self.counts["clips_requested"] += 1
+            except zmq.Again:
+                self.counts["clips_not_sent"] += 1
+                logger.error("rule %s: clip event for pulse %d not sent (ring buffer not taking events)",
+                             firing.rule, firing.trigger_index)
+        self.pub.send(event)
+        self.counts["firings"] += 1
+        self.counts[f"fired:{firing.rule}"] += 1
+        pending = _Pending(firing, chain, len(ttls), time.monotonic())
+        if ttls:
+            self._pending.append(pending)
+        else:
+            self._finish(pending)
+
+    def _send_ttl(self, width_ms: float) -> None:
+        if self.ttl_sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 100)
+            if self._curve is not None:
+                self._curve.apply(sock)
+            sock.connect(self._ttl_address)
+            self.ttl_sock = sock
+        request = protocol.encode(Command(cmd="ttl", args={"width_ms": width_ms}))
+        try:  # an empty delimiter, then the request: what a REQ socket would send
+            self.ttl_sock.send_multipart([b"", request], zmq.NOBLOCK)
+            self.counts["ttl_sent"] += 1
+        except zmq.Again:
+            self.counts["ttl_not_sent"] += 1
+            logger.error("rule TTL not sent: the trigger daemon's control socket is not taking commands")
+
+    def poll(self) -> None:
+        """Collect TTL replies (each completes the oldest firing waiting for one) and give up on
+        those that waited longer than TTL_REPLY_TIMEOUT_S."""
+        while self.ttl_sock is not None:
+            try:
+                parts = self.ttl_sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                reply = protocol.decode(parts[-1], protocol.Reply)
+            except protocol.ProtocolError as err:
+                self.malformed(err)
+                reply = protocol.Reply(ok=False, error=str(err))
+            if not self._pending:
+                self.counts["ttl_replies_unexpected"] += 1
+                continue
+            p = self._pending[0]
+            if reply.ok and p.chain.t_ttl_ns < 0:  # the first TTL's edge ends the chain
+                p.chain.t_ttl_ns = int(reply.data.get("t_edge_ns", -1))
+                p.chain.ttl = dict(reply.data)
+                self.counts["ttl_done"] += 1
+            elif not reply.ok:
+                p.chain.ttl_error = reply.error
+                self.counts["ttl_refused"] += 1
+                logger.error("rule %s: the trigger refused the TTL: %s", p.firing.rule, reply.error)
+            p.ttl_left -= 1
+            if p.ttl_left == 0:
+                self._finish(self._pending.popleft())
+        now = time.monotonic()
+        while self._pending and now - self._pending[0].t_sent > TTL_REPLY_TIMEOUT_S:
+            p = self._pending.popleft()
+            p.chain.ttl_error = f"no reply within {TTL_REPLY_TIMEOUT_S:g} s"
+            self.counts["ttl_lost"] += 1
+            logger.error("rule %s (pulse %d): no TTL reply from the trigger daemon within %g s",
+                         p.firing.rule, p.firing.trigger_index, TTL_REPLY_TIMEOUT_S)
+            self._finish(p)
+            if self.ttl_sock is not None:  # replies that come later would pair with the wrong firing
+                self.ttl_sock.close()
+                self.ttl_sock = None
+                for q in self._pending:
+                    q.chain.ttl_error = "TTL command dropped when the trigger stopped answering"
+                while self._pending:
+                    self._finish(self._pending.popleft())
+
+    def _finish(self, p: _Pending) -> None:
+        c, f = p.chain, p.firing
+        self.done.append(c)
+        steps = c.steps_ms()
+        total = c.total_ms()
+        self.recent.append({"rule": f.rule, "trigger_index": f.trigger_index,
+                            "actions": [a.kind for a in f.actions], "steps_ms": steps,
+                            "total_ms": round(total, 3), "ttl_error": c.ttl_error})
+        if self._csv is not None:
+            ttl = c.ttl
+            self._csv.writerow([
+                f.rule, f.trigger_index, f.t_pi_ns, "+".join(a.kind for a in f.actions), c.t_frames_ns,
+                c.t_set_ns, c.t_pose2d_ns, c.t_pose3d_ns, c.t_rule_ns, ttl.get("index", ""),
+                ttl.get("t_command_ns", ""), ttl.get("t_edge_ns", ""), ttl.get("t_fall_ns", ""),
+                *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(total), c.ttl_error])
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        chains = self.done
+        ttl = [c for c in chains if c.t_ttl_ns >= 0 and c.t_pulse_ns >= 0]
+        steps = {s: latency_stats([c.steps_ms().get(s, np.nan) for c in chains], count=True) for s in STEPS}
+        share = [c.infer_ms / c.total_ms() for c in ttl if np.isfinite(c.infer_ms) and c.total_ms() > 0]
+        return {
+            "firings": self.counts["firings"],
+            "counts": {k: v for k, v in self.counts.items() if not k.startswith("fired:")},
+            "pulse_to_ttl_ms": latency_stats([c.total_ms() for c in ttl], count=True),
+            "pulse_to_action_ms": latency_stats([c.total_ms() for c in chains], count=True),
+            "steps_ms": steps,
+            "infer_ms": latency_stats([c.infer_ms for c in chains], count=True),
+            "infer_share_of_pulse_to_ttl": round(float(np.median(share)), 3) if share else None,
+            "ttl_pending": len(self._pending),
+            "recent": list(self.recent),
+        }
+
+    def close(self) -> None:
+        """Wait briefly for outstanding TTL replies, record what is left, close the sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + 0.5
+        while self._pending and time.monotonic() < deadline:
+            if self.ttl_sock is not None:
+                self.ttl_sock.poll(20)
+            self.poll()
+        while self._pending:
+            p = self._pending.popleft()
+            p.chain.ttl_error = p.chain.ttl_error or "session ended before the TTL reply"
+            self._finish(p)
+        if self._file is not None:
+            self._file.close()
+            self._file = self._csv = None
+        for sock in (self.ttl_sock, self.clips):
+            if sock is not None:
+                sock.close()
+        self.ttl_sock = None
+        self.pub.close()
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}" if np.isfinite(v) else ""
+
+
+def _pose_data(pose: protocol.Pose3D | protocol.Pose2D) -> dict[str, Any]:
+    if isinstance(pose, protocol.Pose3D):
+        return {"keypoints": pose.keypoints, "xyz": pose.xyz, "score": pose.score}
+    return {"keypoints": pose.keypoints, "views": pose.views}
+
