@@ -31,7 +31,8 @@ from rigstream.sync.align import ClockMapping, align
 logger = logging.getLogger(__name__)
 
 MAPPING_FILE = "neural_mapping.json"
-TABLES = ("frames.csv", "pulses.csv", "pose2d.csv", "pose3d.csv", "pose3d_filtered.csv", "events.csv")
+TABLES = ("frames.csv", "pulses.csv", "pose2d.csv", "pose3d.csv", "pose3d_filtered.csv", "events.csv",
+          "firings.csv")
 
 
 class SessionAlignError(InputError):
