@@ -3,6 +3,11 @@
 ``rigstream bench throughput``: the highest trigger rate at which the simulated rig (2 cameras,
 every component its own process) records ``--seconds`` without a drop, beside the raw ZeroMQ
 throughput for the same frame size measured in the same run.
+
+``rigstream bench closed-loop``: the simulated rig with its shipped rule plus one that fires on
+every fast forepaw step (a few times a second), as shipped (640x480, lossless h264) and lean
+(320x240, raw video) in one run: pulse -> TTL edge p50/p99/max, each step of the chain, and the
+share spent in inference.
 """
 
 from __future__ import annotations
@@ -133,9 +138,56 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+STEP_RULE = {"name": "step", "when": {"speed_above": {"keypoint": "left_forepaw", "mm_per_s": 300.0,
+                                                       "margin": 50.0}},
+             "actions": [{"ttl": {"width_ms": 2.0}}]}
+"""A rule that fires on every fast forepaw step of the simulated trot (3.5-4.5 steps a second)."""
+
+
+def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
+    """Pulse -> TTL latency of the simulated rig's rules, shipped and lean, side by side."""
+    import msgspec
+
+    from rigstream.config import with_overrides
+    from rigstream.rules import parse_rules
+    from rigstream.session import Session, SessionPlan, demo_rig
+
+    seconds = args.seconds or 30.0
+    base = load_rig(args.config) if getattr(args, "config", None) else load_rig()
+    rules = [*base.rules, *parse_rules([STEP_RULE])]
+    configs = {"shipped": demo_rig(base), "lean": demo_rig(base, width=320, height=240, codec="raw")}
+    out_root = Path(args.out or tempfile.mkdtemp(prefix="rigstream-bench-loop-"))
+    result: dict[str, Any] = {"benchmark": "closed-loop", "seconds": seconds, "cpus": os.cpu_count(),
+                              "rules": [r.name for r in rules]}
+    for name, rig in configs.items():
+        rig = with_overrides(rig, rules=[msgspec.to_builtins(r) for r in rules])
+        s = Session(SessionPlan(rig, out_root / name, round(seconds * rig.trigger.rate_hz))).run()
+        pose = s["pose"]
+        cl = pose["closed_loop"]
+        result[name] = {
+            "frames": f"{rig.cameras[0].width}x{rig.cameras[0].height} x {len(rig.cameras)} cameras at "
+                      f"{rig.trigger.rate_hz:g} Hz, {rig.recording.codec}",
+            "firings": {r: st["fired"] for r, st in pose["rules"].items()},
+            "pulse_to_ttl_ms": cl["pulse_to_ttl_ms"],
+            "steps_p50_ms": {k: v["p50"] for k, v in cl["steps_ms"].items()},
+            "steps_p99_ms": {k: v["p99"] for k, v in cl["steps_ms"].items()},
+            "infer_ms_at_firings": cl["infer_ms"],
+            "infer_share_of_pulse_to_ttl": cl["infer_share_of_pulse_to_ttl"],
+            "pulse_to_pose3d_ms": pose.get("pose3d", {}).get("latency_pulse_to_pose3d_ms"),
+            "framesets_posed": pose["framesets_posed"], "framesets_skipped": pose["framesets_skipped"],
+            "frames_dropped": s["frames_dropped"],
+            "session": str(out_root / name),
+        }
+    if not args.out:
+        shutil.rmtree(out_root, ignore_errors=True)
+    return result
+
+
 def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "throughput":
         return throughput(args)
+    if what == "closed-loop":
+        return closed_loop(args)
     if what == "inference":
         from rigstream.inference.evaluate import bench_inference
 

@@ -280,8 +280,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         Calibration.load(rig.calibration).for_rig_cameras(rig.cameras)
         calibration = f"calibration {rig.calibration}"
+    rules = "no rules"
+    if rig.rules:
+        if rig.pose is None or not rig.pose.enabled:
+            raise InputError(f"{args.config or 'embedded sim.yaml'}: rules "
+                             f"({', '.join(r.name for r in rig.rules)}) run on the live pose: enable the "
+                             f"pose section (pose.enabled)")
+        rules = "rules " + ", ".join(f"{r.name} ({r.kind}: {'+'.join(a.kind for a in r.actions)})"
+                                     for r in rig.rules)  # checked against the model by plan_pose
     print(f"{args.config or 'embedded sim.yaml'}: rig {rig.name!r} ok: {cams}; trigger "
-          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}; {calibration}")
+          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}; {calibration}; {rules}")
     return 0
 
 
@@ -668,9 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=["throughput", "inference", "triangulate", "align"])
+    p.add_argument("what", choices=["throughput", "inference", "triangulate", "align", "closed-loop"])
     p.add_argument("--seconds", type=float, default=None,
-                   help="throughput: per trial (default 30); align: simulated session (default 3600)")
+                   help="throughput: per trial (default 30); align: simulated session (default 3600); "
+                        "closed-loop: per configuration (default 30)")
     p.add_argument("--rates", default="", help="comma-separated trigger rates to try")
     p.add_argument("--width", type=int, default=1440)
     p.add_argument("--height", type=int, default=1080)

@@ -323,6 +323,35 @@ def test_clip_service_saves_complete_clips_and_merges_overlapping_events(
         ("reach", "clip_001_n12"), ("grasp", "clip_001_n12"), ("rear", "clip_002_n30")]
 
 
+def test_events_with_their_own_window_get_exact_clips_of_their_own(
+        fake: Callable[[RigConfig], FakeCameras], zctx: zmq.Context, run_dir: str,
+        tmp_path: Path) -> None:
+    """A rule's clip (``data["clip"]``) is exactly [n - pre, n + post] of its own window, never
+    merged, even where two windows overlap; a malformed window is counted and the event still
+    gets the rig's window."""
+    rig = small_rig(ring_buffer={"pre_s": 0.05, "post_s": 0.03, "margin_s": 1.0})
+    feed = Feed(fake(rig))
+    out = tmp_path / "session"
+    service = ClipService(rig, run_dir, out, zctx)
+    window = {"pre_s": 0.1, "post_s": 0.05}  # 10 and 5 frames at 100 Hz
+    service.add_event(Event(name="reach", source="rules", trigger_index=15, data={"clip": window}))
+    service.add_event(Event(name="reach", source="rules", trigger_index=18, data={"clip": window}))
+    service.add_event(Event(name="odd", source="test", trigger_index=30, data={"clip": {"pre_s": "x"}}))
+    running = Running(service)
+    feed.fake.wait()
+    feed.session(range(N), {})
+    feed.eos(N - 1)
+    summary = running.summary()
+    clips = sorted(Path(c) for c in summary["clips"])
+    assert [c.name for c in clips] == ["clip_001_n15", "clip_002_n18", "clip_003_n30"]
+    for folder, (start, end) in zip(clips, [(5, 20), (8, 23), (25, 33)], strict=True):
+        info = json.loads((folder / "event.json").read_text())
+        assert (info["start_index"], info["end_index"]) == (start, end) and info["missing_rows"] == 0
+        check_table_and_videos(folder, {c: folder / f"{c}.mkv" for c in DROPS}, feed,
+                               {c: list(range(start, end + 1)) for c in DROPS})
+    assert summary["events_malformed"] == {"invalid": 1}
+
+
 # -- assembler ---------------------------------------------------------------------------------
 
 

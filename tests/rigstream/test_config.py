@@ -108,3 +108,42 @@ def test_check_command_prints_one_line_error(
     assert main(["check", "--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cameras[1].exposure_us" in err
+
+
+def test_rules_in_the_rig_file_fail_with_the_rule_and_key_path() -> None:
+    doc = sim_doc()
+    doc["rules"][0]["when"]["all"][0]["in_box"]["max"] = [40, 300]
+    assert error_for(doc) == ("rig.yaml: rules[0] 'midline': when.all[0].in_box.max: expected 3 values "
+                              "[x, y, z] in mm (or give camera: NAME for a 2D box in px), got 2")
+    doc = sim_doc()
+    doc["rules"][0]["actions"].append({"ttl": {"width_ms": 5}, "clip": {"pre_s": 1, "post_s": 1}})
+    assert "rules[0] 'midline': actions[3]: expected exactly one of ttl, clip, event" in error_for(doc)
+    doc = sim_doc()
+    doc["rules"] = None  # an empty rules: is no rules
+    assert parse_rig(yaml.safe_dump(doc), "rig.yaml").rules == []
+
+
+def test_rules_are_checked_against_the_model_and_need_the_pose_engine(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rigstream.cli import main
+
+    doc = sim_doc()
+    doc["calibration"] = str(RIGS / "sim_calibration.toml")
+    doc["rules"][0]["when"]["all"][1]["confidence_above"]["keypoint"] = "nose"
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(tmp_path / "a.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "rules[0] 'midline': when.all[1].confidence_above.keypoint: 'nose' is not a keypoint" in err
+    doc = sim_doc()
+    doc["calibration"] = str(RIGS / "sim_calibration.toml")
+    doc["pose"]["enabled"] = False
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(tmp_path / "b.yaml")]) == 2
+    assert "rules (midline) run on the live pose: enable the pose section" in capsys.readouterr().err
+
+
+def test_the_ring_buffer_keeps_the_longest_clip_a_rule_asks_for() -> None:
+    doc = sim_doc()
+    doc["rules"][0]["actions"][1] = {"clip": {"pre_s": 5, "post_s": 5}}  # the reach-to-knob clip
+    rig = parse_rig(yaml.safe_dump(doc), "rig.yaml")
+    assert rig.clip_window_max_s() == (5.0, 5.0)

@@ -1,0 +1,168 @@
+"""Rule actions on real ZeroMQ sockets: a TTL command that leaves at once and completes when the
+trigger daemon answers, clip events with their window, published firings, firings.csv."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from rigstream import protocol
+from rigstream.inference import actions
+from rigstream.inference.actions import ActionRunner, Chain
+from rigstream.inference.rules import Firing, parse_rules
+from rigstream.protocol import Command, Event, Pose3D, Reply
+from rigstream.transport import bind_address, subscriber
+from tests.conftest import small_rig
+
+KP = ["snout", "paw"]
+
+
+class FakeTrigger:
+    """The daemon's REP control socket: answers ``ttl`` after the pulse width, as the daemon does
+    (rising edge at once, reply after the falling edge)."""
+
+    def __init__(self, ctx: zmq.Context, address: str, ok: bool = True) -> None:
+        self.sock = ctx.socket(zmq.REP)
+        self.sock.bind(bind_address(address))
+        self.ok = ok
+        self.received = threading.Event()
+        self.commands: list[Command] = []
+        self.edges: list[int] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            cmd = protocol.decode(self.sock.recv(), Command)
+            t_edge = time.monotonic_ns()
+            self.commands.append(cmd)
+            self.edges.append(t_edge)
+            self.received.set()
+            time.sleep(cmd.args["width_ms"] / 1e3)
+            reply = (Reply(ok=True, data={"index": len(self.edges) - 1, "t_command_ns": t_edge,
+                                          "t_edge_ns": t_edge, "t_fall_ns": time.monotonic_ns()})
+                     if self.ok else Reply(ok=False, error="ttl: pins closed"))
+            self.sock.send(protocol.encode(reply))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close(linger=0)
+
+
+def rules(actions_yaml: str):
+    when = "{in_box: {keypoint: paw, min: [0, 0, 0], max: [1, 1, 1]}}"
+    return parse_rules(f"[{{name: reach, when: {when}, actions: {actions_yaml}}}]")
+
+
+def firing_and_pose(rule_list, n: int = 40) -> tuple[Firing, Chain, Pose3D]:
+    t = time.monotonic_ns()
+    pose = Pose3D(seq=0, frameset_seq=n, trigger_index=n, t_pi_ns=t - 50_000_000, t_host_ns=t,
+                  keypoints=KP, xyz=[[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]], error=[0.1, 0.1], ncams=[2, 2],
+                  score=[0.9, 0.9])
+    firing = Firing(rule="reach", trigger_index=n, t_pi_ns=pose.t_pi_ns, actions=rule_list[0].actions,
+                    t_eval_ns=t + 1000)
+    chain = Chain(t_pulse_ns=pose.t_pi_ns, t_frames_ns=t - 40_000_000, t_set_ns=t - 30_000_000,
+                  t_pose2d_ns=t - 1_000_000, t_pose3d_ns=t, t_rule_ns=t + 1000, infer_ms=25.0)
+    return firing, chain, pose
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def wait_for(what, cond, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def setup(zctx: zmq.Context, run_dir: str, tmp_path: Path):
+    rig = small_rig()
+    trigger = FakeTrigger(zctx, rig.address("trigger_control", run_dir))
+    clips = zctx.socket(zmq.PULL)
+    clips.bind(bind_address(rig.address("events", run_dir)))
+    runner = ActionRunner(rig, run_dir, zctx, tmp_path, curve=None)
+    events = subscriber(zctx, rig.address("rule_events", run_dir))
+    assert runner.pub.wait_for_subscribers(1, 5)
+    yield rig, trigger, clips, runner, events
+    runner.close()
+    trigger.close()
+    clips.close()
+    events.close()
+
+
+def test_ttl_leaves_at_once_and_the_reply_completes_the_chain(setup, tmp_path: Path) -> None:
+    _, trigger, clips, runner, events = setup
+    firing, chain, pose = firing_and_pose(rules("[{ttl: {width_ms: 50}}, {clip: {pre_s: 2, post_s: 1}}, "
+                                                "{event: {name: reach_event}}]"))
+    runner.fire(firing, chain, pose)
+    # The command is at the daemon without a call to poll(): fire() does not wait for it.
+    assert trigger.received.wait(2)
+    assert trigger.commands[0].args == {"width_ms": 50.0}
+    clip = protocol.decode(clips.recv(), Event)
+    assert clip.trigger_index == 40 and clip.data["clip"] == {"pre_s": 2.0, "post_s": 1.0}
+    published = protocol.decode(events.recv(), Event)
+    assert published.name == "reach_event" and published.data["rule"] == "reach"
+    assert published.data["kind"] == "3d" and published.data["pose"]["xyz"] == pose.xyz
+    assert set(published.data["chain_ms"]) == {"frames", "assemble", "pose2d", "pose3d", "rule"}
+    assert runner.summary()["ttl_pending"] == 1
+    wait_for("the TTL reply", lambda: (runner.poll(), runner.summary()["ttl_pending"] == 0)[1])
+    s = runner.summary()
+    assert s["firings"] == 1 and s["counts"]["ttl_done"] == 1 and s["pulse_to_ttl_ms"]["n"] == 1
+    assert s["recent"][0]["steps_ms"]["ttl"] >= 0
+    runner.close()
+    (row,) = read_rows(tmp_path / "firings.csv")
+    assert int(row["t_ttl_ns"]) == trigger.edges[0] and row["ttl_index"] == "0"
+    assert row["actions"] == "ttl+clip+event" and row["ttl_error"] == ""
+    assert float(row["total_ms"]) == pytest.approx((trigger.edges[0] - chain.t_pulse_ns) / 1e6, abs=1e-3)
+    assert 0 < s["infer_share_of_pulse_to_ttl"] < 1
+
+
+def test_a_refused_ttl_is_recorded_and_one_without_any_ttl_is_done_at_once(
+        zctx: zmq.Context, run_dir: str, tmp_path: Path) -> None:
+    rig = small_rig()
+    trigger = FakeTrigger(zctx, rig.address("trigger_control", run_dir), ok=False)
+    runner = ActionRunner(rig, run_dir, zctx, tmp_path)
+    try:
+        runner.fire(*firing_and_pose(rules("[{ttl: {width_ms: 1}}]"), n=10))
+        runner.fire(*firing_and_pose(rules("[{event: {}}]"), n=20))  # no TTL: recorded at once
+        assert runner.summary()["firings"] == 2 and len(runner.done) == 1
+        wait_for("the refusal", lambda: (runner.poll(), runner.summary()["ttl_pending"] == 0)[1])
+        assert runner.summary()["counts"]["ttl_refused"] == 1
+    finally:
+        runner.close()
+        trigger.close()
+    rows = read_rows(tmp_path / "firings.csv")
+    assert [r["trigger_index"] for r in rows] == ["20", "10"]
+    assert rows[1]["ttl_error"] == "ttl: pins closed" and rows[1]["t_ttl_ns"] == ""
+
+
+def test_a_silent_trigger_daemon_is_given_up_on_and_a_restart_appends(
+        zctx: zmq.Context, run_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actions, "TTL_REPLY_TIMEOUT_S", 0.2)
+    rig = small_rig()
+    runner = ActionRunner(rig, run_dir, zctx, tmp_path)  # nobody at the control address
+    runner.fire(*firing_and_pose(rules("[{ttl: {width_ms: 1}}]"), n=7))
+    wait_for("the TTL to be given up", lambda: (runner.poll(), runner.summary()["ttl_pending"] == 0)[1])
+    assert runner.summary()["counts"]["ttl_lost"] == 1
+    runner.close()
+    again = ActionRunner(rig, run_dir, zctx, tmp_path)  # a restarted pose engine
+    again.fire(*firing_and_pose(rules("[{event: {}}]"), n=9))
+    again.close()
+    text = (tmp_path / "firings.csv").read_text()
+    assert text.count("trigger_index") == 1
+    rows = read_rows(tmp_path / "firings.csv")
+    assert [r["trigger_index"] for r in rows] == ["7", "9"]
+    assert "no reply within 0.2 s" in rows[0]["ttl_error"]
