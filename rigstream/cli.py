@@ -246,6 +246,22 @@ def cmd_ringbuffer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
+    from rigstream.monitor import is_loopback_host, run_monitor
+
+    token = args.token if args.token is not None else os.environ.get("RIGSTREAM_MONITOR_TOKEN")
+    if not token and not is_loopback_host(args.host):
+        token = secrets.token_urlsafe(24)
+        print(f"monitor: {args.host} is reachable from the network; made a token for this run "
+              f"(set RIGSTREAM_MONITOR_TOKEN or --token to choose one)", file=sys.stderr)
+    run_monitor(_rig(args), args.run, args.status, host=args.host, port=args.port, token=token or None,
+                announce=lambda url: print(f"monitor: {url}", file=sys.stderr, flush=True))
+    return 0
+
+
 def cmd_event(args: argparse.Namespace) -> int:
     import zmq
 
@@ -571,6 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_ringbuffer)
 
+    p = sub.add_parser("monitor", help="serve the live monitor page (frames, keypoints, 3D, health)")
+    _add_component_args(p)
+    p.add_argument("--port", type=int, default=8800, help="TCP port (default 8800; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default loopback; any other needs a token)")
+    p.add_argument("--token", default=None,
+                   help="access token (default: $RIGSTREAM_MONITOR_TOKEN; made and printed when "
+                        "the host is not loopback and none is given)")
+    p.set_defaults(func=cmd_monitor)
+
     p = sub.add_parser("event", help="send an event to the ring buffer (saves a clip)")
     _add_component_args(p)
     p.add_argument("--name", default="manual")
@@ -705,6 +731,24 @@ def _add_monitor_args(p: argparse.ArgumentParser) -> None:
                         "made and printed if RIGSTREAM_MONITOR_TOKEN is not set)")
 
 
+def _end_with_supervisor() -> None:
+    """On Linux, have the kernel send this component SIGTERM (a clean stop: files closed) when its
+    supervisor dies, even by SIGKILL, so no component of a killed session keeps running."""
+    import ctypes
+    import os
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the supervisor died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -712,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if getattr(args, "status", None):  # a component started by a session's supervisor
+        _end_with_supervisor()
     if args.command in ("demo", "run"):
         logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     try:

@@ -377,6 +377,9 @@ class Session:
         self._last_health = now
         comps = {c.name: {"state": c.last.state if c.last else "starting",
                           "stats": c.last.stats if c.last else {}} for c in self.components.values()}
+        # The trigger daemon answers commands rather than reporting; its pulses speak for it.
+        comps["trigger"] = {"state": "running" if self._recording and self.latest_pulse >= 0 else "ready",
+                            "stats": {"pulses": self.latest_pulse + 1}}
         self.health.send(Status(component="session", state="running", t_host_ns=time.monotonic_ns(),
                                 stats={"t_s": round(now - self._t0, 3), "pulses": self.latest_pulse + 1,
                                        "rate_hz": self.rig.trigger.rate_hz, "components": comps,

@@ -100,3 +100,27 @@ def test_run_stops_cleanly_on_ctrl_c_and_finishes_the_clip_being_written(tmp_pat
     info = json.loads((out / clip / "event.json").read_text())
     assert info["missing_rows"] == 0  # the stop waited for its post frames
     assert info["end_index"] < s["pulses_sent"]
+
+
+def test_components_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of `rigstream run` (no clean stop possible) still ends every component: the
+    kernel sends each a SIGTERM (PR_SET_PDEATHSIG), which they treat as a stop."""
+    rig_file = small_sim_rig(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "rigstream", "run", "--config", str(rig_file),
+                             "--out", str(tmp_path / "s")], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("t=") and "pulses" in line:
+            break
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    children = [int(p) for p in children_file.read_text().split()]
+    assert len(children) >= 7  # trigger, 2 cameras, recorder, ring buffer, assembler, pose
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in children if Path(f"/proc/{p}").exists()
+                 and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3]]
+    assert not alive, f"components still running after their supervisor was killed: {alive}"
