@@ -138,8 +138,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-STEP_RULE = {"name": "step", "when": {"speed_above": {"keypoint": "left_forepaw", "mm_per_s": 300.0,
-                                                       "margin": 50.0}},
+STEP_RULE = {"name": "step", "when": {"speed_above": {"keypoint": "left_forepaw", "mm_per_s": 150.0,
+                                                       "margin": 40.0}},
              "actions": [{"ttl": {"width_ms": 2.0}}]}
 """A rule that fires on every fast forepaw step of the simulated trot (3.5-4.5 steps a second)."""
 

@@ -69,7 +69,9 @@ def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
     for info_path in sorted(folder.glob("clips/*/event.json")):
         info = json.loads(info_path.read_text())
         indices = [e["trigger_index"] for e in info["events"]]
-        want = list(range(max(0, min(indices) - pre), max(indices) + post + 1))
+        # the clip's own window: a rule's clip action, else the ring buffer's
+        clip_pre, clip_post = info.get("pre_frames", pre), info.get("post_frames", post)
+        want = list(range(max(0, min(indices) - clip_pre), max(indices) + clip_post + 1))
         clip_rows = _rows(info_path.parent / "frames.csv")
         for cam in rig.cameras:
             got = [int(r["trigger_index"]) for r in clip_rows.get(cam.name, [])]

@@ -49,7 +49,7 @@ function int(value) {
 
 function pair(stats, digits = 1) {
   if (!stats || stats.p50 === null || stats.p50 === undefined) return "-";
-  return `${num(stats.p50, digits)} / ${num(stats.p99, digits)} ms`;
+  return `${num(stats.p50, digits)} / ${num(stats.p99, digits)} / ${num(stats.max, digits)} ms`;
 }
 
 function keypointColor(i, n) {
@@ -586,7 +586,7 @@ function drawHistogram() {
     const y = 6 + s * 18;
     ctx.fillRect(left, y, 10, 10);
     ctx.fillStyle = "#c9d1dc";
-    const text = st.n ? `${label}   p50 ${num(st.p50)} ms · p99 ${num(st.p99)} ms · n ${st.n}` : `${label}: none yet`;
+    const text = st.n ? `${label}   p50 ${num(st.p50)} · p99 ${num(st.p99)} · max ${num(st.max)} ms · n ${st.n}` : `${label}: none yet`;
     ctx.fillText(text, left + 16, y + 9);
   });
   ctx.strokeStyle = "#2a313c";
