@@ -388,12 +388,14 @@ class MonitorState:
             lat3d, latttl = list(self.latency_3d_ms), list(self.latency_ttl_ms)
             events = list(self.events)[-EVENTS_SHOWN:][::-1]
             pose3d = self.pose3d
+            # the feeds change under the receive loop: read them under the lock
+            cameras = {c: self._camera_view(c, health, history, now) for c in self.cameras}
         pose_stats = _dict(_get(health, "components", "pose", "stats"))
         closed_loop = _dict(pose_stats.get("closed_loop"))
         state = {
             "t_s": round(now - self.t0, 3),
             "session": self._session_view(health, t_health, now),
-            "cameras": {c: self._camera_view(c, health, history, now) for c in self.cameras},
+            "cameras": cameras,
             "pose": {
                 "posed": pose_stats.get("framesets_posed"),
                 "skipped": pose_stats.get("framesets_skipped"),
@@ -1086,6 +1088,7 @@ class WebServer:
         try:
             self._push.send(protocol.encode(event), zmq.NOBLOCK)
         except zmq.Again:
+            logger.warning("monitor: save clip not sent: the ring buffer is not taking events")
             self.state.log("button", "save clip: not sent (the ring buffer is not taking events)")
             return self._error(503, "the ring buffer is not taking events (is it running?)")
         clip = event.data["clip"]
