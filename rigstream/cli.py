@@ -269,8 +269,16 @@ def cmd_event(args: argparse.Namespace) -> int:
     from rigstream.protocol import Event
 
     rig = _rig(args)
+    data: dict[str, Any] = {}
+    if (args.pre is None) != (args.post is None):
+        raise InputError("event: give --pre and --post together (seconds before and after)")
+    if args.pre is not None:
+        if not (args.pre >= 0 and args.post >= 0) or args.pre + args.post == 0:
+            raise InputError(f"event: --pre and --post must be >= 0 s and not both 0, got {args.pre:g} "
+                             f"and {args.post:g}")
+        data["clip"] = {"pre_s": args.pre, "post_s": args.post}
     event = Event(name=args.name, source="cli", trigger_index=args.index,
-                  t_host_ns=time.monotonic_ns())
+                  t_host_ns=time.monotonic_ns(), data=data)
     send_event(zmq.Context.instance(), rig.address("events", args.run), event)
     where = args.index if args.index is not None else "latest"
     print(f"event {args.name!r} sent (trigger index: {where})")
@@ -601,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_component_args(p)
     p.add_argument("--name", default="manual")
     p.add_argument("--index", type=int, help="trigger index (default: the latest)")
+    p.add_argument("--pre", type=float, metavar="S",
+                   help="with --post: a clip of its own of exactly [n - S, n + post] (default: the "
+                        "ring buffer's window, merged with overlapping clips)")
+    p.add_argument("--post", type=float, metavar="S")
     p.set_defaults(func=cmd_event)
 
     p = sub.add_parser("check", help="validate a rig file")

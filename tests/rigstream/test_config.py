@@ -147,3 +147,27 @@ def test_the_ring_buffer_keeps_the_longest_clip_a_rule_asks_for() -> None:
     doc["rules"][0]["actions"][1] = {"clip": {"pre_s": 5, "post_s": 5}}  # the reach-to-knob clip
     rig = parse_rig(yaml.safe_dump(doc), "rig.yaml")
     assert rig.clip_window_max_s() == (5.0, 5.0)
+
+
+def test_event_command_sends_an_exact_clip_window_or_refuses_half_of_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import zmq
+
+    from rigstream import protocol
+    from rigstream.cli import main
+    from rigstream.transport import bind_address
+
+    rig = load_rig()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(bind_address(rig.address("events", str(tmp_path))))
+    try:
+        assert main(["event", "--run", str(tmp_path), "--index", "500", "--pre", "5", "--post", "2"]) == 0
+        assert pull.poll(5000)
+        event = protocol.decode(pull.recv(), protocol.Event)
+        assert (event.trigger_index, event.data) == (500, {"clip": {"pre_s": 5.0, "post_s": 2.0}})
+    finally:
+        pull.close(linger=0)
+        ctx.term()
+    assert main(["event", "--run", str(tmp_path), "--pre", "5"]) == 2
+    assert "give --pre and --post together" in capsys.readouterr().err
