@@ -317,9 +317,9 @@ class Session:
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(self.rig.address("events", self.run_dir))
         last_progress = 0.0
-        finishing_until: float | None = None
-        """After a stop request: the trigger runs on until the clips being written are done,
-        or this deadline."""
+        finishing: tuple[float, float, int] | None = None
+        """After a stop request: (the least time the trigger runs on, the most, the request's
+        host ns); see _finished."""
         while True:
             self._check_alive()
             self._drain_status(timeout_ms=20)
@@ -342,11 +342,9 @@ class Session:
             elif self.plan.seconds is not None and now - t0 >= self.plan.seconds:
                 self._stop.set()
             if self._stop.is_set():
-                if finishing_until is None:
-                    finishing_until = now + self.rig.clip_window_max_s()[1] + 1.0
-                    self.progress("stopping: finishing the clips being written" if self._clips_pending()
-                                  else "stopping")
-                if self._stop_now.is_set() or now > finishing_until or not self._clips_pending():
+                if finishing is None:
+                    finishing = self._finishing(now)
+                if self._finished(now, finishing):
                     break
         duration_s = time.monotonic() - t0
         trigger_status = {**self._trigger("status").data, **self._trigger("stop").data}
@@ -364,9 +362,31 @@ class Session:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
+    def _finishing(self, now: float) -> tuple[float, float, int]:
+        """A stop was asked for: how long the trigger may run on so that clips get their post
+        frames. With rules that save clips, at least the longest ``post_s`` plus a margin (a
+        firing from just before the stop may still be on its way to the ring buffer); at most
+        that plus 3 s."""
+        post_s = self.rig.clip_window_max_s()[1]
+        clip_rules = any(a.clip is not None for r in self.rig.rules for a in r.actions)
+        pending = self._clips_pending()
+        self.progress("stopping: finishing the clips being written" if clip_rules or pending
+                      else "stopping")
+        least = now + (post_s + 0.5 if clip_rules and self.pose_enabled else 0.0)
+        return least, now + post_s + 3.0, time.monotonic_ns()
+
+    def _finished(self, now: float, finishing: tuple[float, float, int]) -> bool:
+        """Whether the trigger may stop: a second Ctrl-C, the deadline, or (after the least
+        time) a ring buffer status sent after the stop request with no clip pending."""
+        least, most, t_request_ns = finishing
+        if self._stop_now.is_set() or now > most:
+            return True
+        ring = self.components["ringbuffer"].last
+        fresh = ring is not None and ring.t_host_ns > t_request_ns
+        return now >= least and fresh and not self._clips_pending()
+
     def _clips_pending(self) -> bool:
-        """Whether the ring buffer (as of its last status) or the pose engine's rules are still
-        working on a clip; a clip asked for in the last status interval may be missed."""
+        """Whether the ring buffer, as of its last status, is still writing a clip."""
         ring = self.components["ringbuffer"].last
         return bool(ring is not None and ring.stats.get("clips_pending", 0))
 

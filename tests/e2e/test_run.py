@@ -54,24 +54,24 @@ def test_killing_a_camera_and_the_pose_engine_mid_run(tmp_path: Path) -> None:
                 comp.proc.send_signal(signal.SIGKILL)
                 killed[name] = t
 
-    session = Session(SessionPlan(rig, out, pulses=300), progress=progress)
+    session = Session(SessionPlan(rig, out, pulses=400), progress=progress)
     s = session.run()
     assert set(killed) == {"camera:cam1", "pose"}
     assert list(s["failed_components"]) == ["camera:cam1"]
     assert "exited with code -9" in s["failed_components"]["camera:cam1"]
     assert [r["component"] for r in s["restarted_components"]] == ["pose"]
-    assert s["frames"]["cam0"] == s["pulses_sent"] == 300  # the other camera recorded everything
-    assert 0 < s["frames"]["cam1"] < 300
-    assert s["frames"]["cam1"] + s["frames_dropped"]["cam1"] == 300  # every pulse accounted for
+    assert s["frames"]["cam0"] == s["pulses_sent"] == 400  # the other camera recorded everything
+    assert 0 < s["frames"]["cam1"] < 400
+    assert s["frames"]["cam1"] + s["frames_dropped"]["cam1"] == 400  # every pulse accounted for
     rows = read_rows(out / "frames.csv")
     for cam in ("cam0", "cam1"):
         cam_rows = [r for r in rows if r["camera"] == cam]
-        assert sorted(int(r["trigger_index"]) for r in cam_rows) == list(range(300))
+        assert sorted(int(r["trigger_index"]) for r in cam_rows) == list(range(400))
         assert sum(1 for _ in read_frames(out / "video" / f"{cam}.mkv")) == s["frames"][cam]
     # The restarted pose engine appended: one header, indices increasing across the restart.
     timing = read_rows(out / "pose_timing.csv")
     posed = [int(r["trigger_index"]) for r in timing]
-    assert posed == sorted(set(posed)) and posed[-1] > rig.trigger.rate_hz * 2.5
+    assert posed == sorted(set(posed)) and posed[-1] > rig.trigger.rate_hz * killed["pose"]
     assert (out / "pose2d.csv").read_text().count("trigger_index") == 1
     assert json.loads((out / "summary.json").read_text())["restarted_components"]
 
