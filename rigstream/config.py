@@ -15,17 +15,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
-Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
-
-
-class InputError(ValueError):
-    """Bad input from a user (a file, a folder, a value); the message says what and where.
-    The CLI prints it as one line and exits with status 2."""
+from rigstream.basics import (  # re-exported: the rest of the code imports them from here
+    InputError,
+    Name,
+    NonNegFloat,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+)
+from rigstream.rules import Rule, RuleError, parse_rules
 
 
 class ConfigError(InputError):
@@ -299,10 +298,6 @@ class NeuralClockConfig(_Model, kw_only=True):
     units: str = "samples"
     """Units of the recorder's times (``t_neural_<units>`` columns)."""
     sim: SimRecorderConfig = SimRecorderConfig()
-
-
-# The rule models import InputError and Name from this module, which is far enough loaded here.
-from rigstream.rules import Rule, RuleError, parse_rules  # noqa: E402
 
 
 class RigConfig(_Model, kw_only=True):

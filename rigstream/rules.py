@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from rigstream.config import InputError, Name
+from rigstream.basics import InputError, Name
 
 __all__ = [
     "Action",

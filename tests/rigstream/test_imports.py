@@ -1,0 +1,20 @@
+"""Every module imports on its own, first, in a fresh interpreter (no import cycle hides behind
+the order the test suite happens to import them in)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+MODULES = ["rigstream.basics", "rigstream.rules", "rigstream.config", "rigstream.protocol",
+           "rigstream.transport", "rigstream.session", "rigstream.monitor", "rigstream.cli",
+           "rigstream.inference.rules", "rigstream.inference.actions", "rigstream.acquisition.ringbuffer",
+           "rigstream.firmware.trigger", "rigstream.sync.session_align"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_first(module: str) -> None:
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
