@@ -171,3 +171,19 @@ def test_event_command_sends_an_exact_clip_window_or_refuses_half_of_one(
         ctx.term()
     assert main(["event", "--run", str(tmp_path), "--pre", "5"]) == 2
     assert "give --pre and --post together" in capsys.readouterr().err
+
+
+def test_the_readme_rule_example_parses_and_its_error_example_is_what_users_see() -> None:
+    import re
+
+    from rigstream.rules import RuleError, parse_rules
+
+    readme = (RIGS.parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(rules:\n.*?)```", readme, re.S)
+    assert block is not None
+    doc = yaml.safe_load(block.group(1))["rules"]
+    assert [a.kind for a in parse_rules(doc)[0].actions] == ["ttl", "clip", "event"]
+    doc[0]["when"]["all"][0]["in_sphere"]["radius_mm"] = 0
+    with pytest.raises(RuleError) as info:
+        parse_rules(doc, "rig.yaml")
+    assert f"`{info.value}`" in readme.replace("\n", " ")
