@@ -73,13 +73,15 @@ def check_no_accumulation(t0: int, rises: np.ndarray) -> None:
     slope, _ = schedule_fit(k, rises, PERIOD_NS, block=BLOCK)
     assert slope == pytest.approx(PERIOD_NS, rel=1e-6), (slope - PERIOD_NS) / PERIOD_NS
 
-    # No trend: the typical lateness at the end is what it was at the start.
+    # No trend: the typical lateness at the end is no more than it was in the calmest tenth of
+    # the train. (Lateness that carries over grows to the end; a burst of load on the shared
+    # machine makes some tenth late for a while without a trend, so the first tenth alone is
+    # not the reference: a 1 ms stall in the first half second once failed it in CI.)
     late = rises - (t0 + k * PERIOD_NS)
     assert np.all(late >= 0)  # never early
-    tenth = PULSES // 10
-    first, last = np.median(late[:tenth]), np.median(late[-tenth:])
-    assert abs(last - first) < 20_000, (first, last)
-    assert last < 100_000
+    tenths = np.median(late.reshape(10, -1), axis=1)
+    assert tenths[-1] - tenths.min() < 20_000, tenths
+    assert tenths[-1] < 100_000
 
     # The same data scheduled the naive way (each pulse one period after the previous one,
     # so every lateness carries over) is caught by the same fit.
