@@ -1,40 +1,9 @@
 """Closed-loop rules: conditions on the live pose that fire actions (a TTL pulse, a clip, an event).
 
 The rules are typed config (:mod:`rigstream.rules`, re-exported here), so they sit in a rig file
-under ``rules:``; this module runs them. The motivating case, "save 5 s before and after every
-time the rat's paw reaches the knob"::
-
-    rules:
-      - name: reach
-        when:
-          all:
-            - in_sphere: {keypoint: paw, center: [12.0, -40.0, 85.0], radius_mm: 8, margin: 4}
-            - confidence_above: {keypoint: paw, min_score: 0.5}
-        hold_ms: 10               # in the sphere for 10 ms (2-3 frames) before it counts
-        rearm_when_false_ms: 200  # out (of the sphere grown by margin) for 200 ms before the next reach
-        refractory_ms: 1000       # at most one firing a second
-        actions:
-          - clip: {pre_s: 5, post_s: 5}
-          - event: {}
-
-Conditions (each a one-key mapping; ``camera: NAME`` makes a condition 2D, on that camera's
-full-frame pixels, else it is 3D, in the calibration's frame and mm):
-
-- ``in_box: {keypoint, min, max, camera?, margin?}``: inside an axis-aligned box, edges included;
-  ``min``/``max`` are ``[x, y, z]`` mm, or ``[x, y]`` px with ``camera``.
-- ``in_sphere: {keypoint, center, radius_mm, margin?}``: within ``radius_mm`` of ``center``
-  ``[x, y, z]`` mm (3D only).
-- ``speed_above: {keypoint, mm_per_s, margin?}``: speed above ``mm_per_s`` (3D only), the distance
-  to the keypoint in the previous Pose3D the engine took over the time between their pulses
-  (``t_pi_ns``; skipped frame sets lengthen it). The first pose has no speed.
-- ``distance_below: {a, b, mm | px, camera?, margin?}``: the keypoints ``a`` and ``b`` closer than
-  ``mm`` (3D) or ``px`` (2D, with ``camera``).
-- ``angle_between: {a, b, c, min_deg?, max_deg?, camera?, margin?}``: the angle at ``b`` between
-  ``b->a`` and ``b->c`` (0..180 deg) within ``[min_deg, max_deg]``, edges included.
-- ``confidence_above: {keypoint, min_score, camera?, margin?}``: the keypoint's score
-  ``>= min_score`` (3D: Pose3D.score, the mean confidence of the views used, 0 without a point;
-  2D: that camera's confidence).
-- ``all: [...]``, ``any: [...]``, ``not: {...}``: combinators, nested freely.
+under ``rules:``; that module's docstring lists the conditions and actions and gives the
+motivating example. This module runs them; what follows is how a rule's truth and timing are
+decided.
 
 Missing data: a keypoint that is NaN (no 3D point; in 2D a camera absent from the frame set, or a
 score below the engine's ``min_score_2d``), or a speed without a previous point, makes its

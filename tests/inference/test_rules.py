@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from rigstream import protocol
+from rigstream import rules as rule_models
 from rigstream.config import InputError
-from rigstream.inference import rules as rules_module
 from rigstream.inference.rules import (
     Action,
     ClipAction,
@@ -353,7 +353,8 @@ KNOB_MM = (12.0, -40.0, 85.0)
 
 
 def _docstring_rules() -> list[Rule]:
-    doc = rules_module.__doc__ or ""
+    """The example in the rule models' docstring (rigstream.rules), where a rig file's author reads it."""
+    doc = rule_models.__doc__ or ""
     block = doc.split("rules:\n", 1)[1].split("\n\n", 1)[0]
     return parse_rules(yaml.safe_load("rules:\n" + block)["rules"])
 
