@@ -27,11 +27,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from rigstream.config import InputError
+from rigstream.inference.keypoint_files import preview_items, read_dlc_h5_table
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class LabeledData:
         names = list(names)
         missing = [n for n in names if n not in lookup]
         if missing:
-            raise KeyError(_preview(missing))
+            raise KeyError(preview_items(missing))
         return [lookup[n] for n in names]
 
 
@@ -166,7 +166,7 @@ def load_dlc_project(folder: str | Path) -> LabeledData:
                               f"(label frames in DeepLabCut first)")
     dupes = sorted(n for n, count in Counter(names).items() if count > 1)
     if dupes:
-        raise DlcProjectError(f"{labeled_root}: images labeled more than once: {_preview(dupes)}")
+        raise DlcProjectError(f"{labeled_root}: images labeled more than once: {preview_items(dupes)}")
     keypoints_px = np.concatenate(rows, axis=0).astype(np.float32)
 
     images = [project / name for name in names]
@@ -317,8 +317,6 @@ def _read_label_csv(path: Path) -> _Table:
 
 
 def _read_label_h5(path: Path) -> _Table:
-    from rigstream.inference.keypoint_files import read_dlc_h5_table
-
     df, _ = read_dlc_h5_table(path, DlcProjectError, "labels",
                               "use the CSV labels (move the .h5 away so CollectedData_*.csv is read)")
     level_names = [str(n) if n is not None else "" for n in df.columns.names]
@@ -539,10 +537,10 @@ def read_split(path: str | Path, data: LabeledData) -> tuple[list[int], list[int
     unknown = [n for n in sides["train"] + sides["test"] if n not in lookup]
     if unknown:
         raise DlcProjectError(f"{path}: {len(unknown)} images not in the project {data.project}: "
-                              f"{_preview(unknown)}")
+                              f"{preview_items(unknown)}")
     both = sorted(set(sides["train"]) & set(sides["test"]))
     if both:
-        raise DlcProjectError(f"{path}: images in both train and test: {_preview(both)}")
+        raise DlcProjectError(f"{path}: images in both train and test: {preview_items(both)}")
     train = sorted({lookup[n] for n in sides["train"]})
     test = sorted({lookup[n] for n in sides["test"]})
     neither = len(data) - len(train) - len(test)
@@ -600,11 +598,6 @@ def _decode(path: Path, flags: int | None) -> np.ndarray:
     if img is None:
         raise DlcProjectError(f"{path}: unreadable image (not a format OpenCV can decode, or corrupt)")
     return img
-
-
-def _preview(items: Sequence[Any], limit: int = 10) -> str:
-    shown = ", ".join(repr(x) for x in items[:limit])
-    return f"[{shown}{f', ... ({len(items) - limit} more)' if len(items) > limit else ''}]"
 
 
 __all__ = [

@@ -191,7 +191,7 @@ def _sniff_h5(path: Path) -> str:
         return "dlc"
     raise KeypointFileError(f"{path}: neither a DeepLabCut prediction file (a pandas table such as "
                             f"'df_with_missing') nor a SLEAP analysis file (datasets "
-                            f"{', '.join(_SLEAP_REQUIRED)}); top-level names: {_preview(names)}")
+                            f"{', '.join(_SLEAP_REQUIRED)}); top-level names: {preview_items(names)}")
 
 
 # --- DeepLabCut ------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def _dlc_table(path: Path, level_names: Sequence[str], columns: list[tuple[str, 
         if all(m.endswith("/likelihood") for m in missing):
             hint = (" (x/y without likelihood is a labeled-data file; read those with "
                     "rigstream.inference.dlc.load_dlc_project)")
-        raise KeypointFileError(f"{path}: missing coordinate columns {_preview(missing)}; each bodypart "
+        raise KeypointFileError(f"{path}: missing coordinate columns {preview_items(missing)}; each bodypart "
                                 f"needs {', '.join(_DLC_COORDS)}{hint}")
     unknown = sorted({coord for _, _, coord in columns} - set(_DLC_COORDS))
     if unknown:
@@ -436,7 +436,8 @@ def _finish(path: Path, source: str, keypoints: Sequence[str], xy: np.ndarray, s
         sorted_frames = frames[order]
         dupes = np.unique(sorted_frames[1:][np.diff(sorted_frames) == 0])
         if len(dupes):
-            raise KeypointFileError(f"{path}: frame numbers repeat in the index: {_preview(dupes.tolist())}")
+            raise KeypointFileError(
+                f"{path}: frame numbers repeat in the index: {preview_items(dupes.tolist())}")
         if not (order == np.arange(len(frames))).all():
             logger.info("%s: rows were not in frame order; sorted", source)
             frames, xy, score = sorted_frames, xy[order], score[order]
@@ -693,14 +694,14 @@ def read_points3d_csv(path: str | Path) -> Points3D:
     columns = [str(c) for c in df.columns]
     if _FRAME_COLUMN not in columns:
         raise KeypointFileError(f"{path}: no {_FRAME_COLUMN!r} column; not an anipose 3D points CSV "
-                                f"(columns: {_preview(columns)})")
+                                f"(columns: {preview_items(columns)})")
     keypoints = [c[:-2] for c in columns if c.endswith("_x")]
     if not keypoints:
         raise KeypointFileError(f"{path}: no '<keypoint>_x' columns; not an anipose 3D points CSV "
-                                f"(columns: {_preview(columns)})")
+                                f"(columns: {preview_items(columns)})")
     missing = [f"{kp}_{s}" for kp in keypoints for s in _POINT_SUFFIXES if f"{kp}_{s}" not in columns]
     if missing:
-        raise KeypointFileError(f"{path}: missing columns {_preview(missing)}; each keypoint needs "
+        raise KeypointFileError(f"{path}: missing columns {preview_items(missing)}; each keypoint needs "
                                 f"<kp>_{', <kp>_'.join(_POINT_SUFFIXES)}")
     used = {f"{kp}_{s}" for kp in keypoints for s in _POINT_SUFFIXES}
     used.update(_ROTATION_COLUMNS, _CENTER_COLUMNS, (_FRAME_COLUMN,))
@@ -746,7 +747,8 @@ def read_points3d_csv(path: str | Path) -> Points3D:
                     center=center)
 
 
-def _preview(items: Sequence[Any], limit: int = 10) -> str:
+def preview_items(items: Sequence[Any], limit: int = 10) -> str:
+    """``[a, b, ... (n more)]``: the first ``limit`` items of a list, for an error message."""
     shown = ", ".join(repr(x) for x in items[:limit])
     return f"[{shown}{f', ... ({len(items) - limit} more)' if len(items) > limit else ''}]"
 
