@@ -35,8 +35,8 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import RigConfig
-from rigstream.inference.metrics import latency_stats
 from rigstream.inference.rules import Firing
+from rigstream.latency import latency_stats
 from rigstream.protocol import Command
 from rigstream.transport import CurveClientKeys, Publisher
 

@@ -26,8 +26,8 @@ from rigstream.acquisition.sim_world import ring_of_cameras
 from rigstream.calibration import CalibratedCamera, Calibration
 from rigstream.config import TriangulationConfig
 from rigstream.inference.filters import bench_filter
-from rigstream.inference.metrics import latency_stats
 from rigstream.inference.triangulate import Triangulator
+from rigstream.latency import latency_stats
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import numpy as np
 
 from rigstream.inference import dlc
 from rigstream.inference.engines import ENGINES, open_engine
-from rigstream.inference.metrics import latency_stats, pixel_errors
+from rigstream.inference.metrics import pixel_errors
 from rigstream.inference.modeldir import ModelError, load_model
 from rigstream.inference.preprocess import ViewTransform
+from rigstream.latency import latency_stats
 
 
 def evaluate_dlc(model_dir: str | Path, project: str | Path, split: str = "all",

@@ -1,5 +1,5 @@
-"""Error and latency statistics shared by training, evaluation, the live engine and the
-benchmarks. Needs only numpy, so evaluating with ONNX Runtime needs no torch."""
+"""Pixel-error statistics shared by training, evaluation and the live engine (latency statistics
+are in :mod:`rigstream.latency`). Needs only numpy, so evaluating with ONNX Runtime needs no torch."""
 
 from __future__ import annotations
 
@@ -39,16 +39,3 @@ def format_error_table(tables: dict[str, dict[str, Any]]) -> str:
             row += f"{s['mean_px']:>12.2f}{s['p95_px']:>11.2f}{s['n']:>6d}"
         lines.append(row)
     return "\n".join(lines)
-
-
-def latency_stats(values_ms: list[float] | np.ndarray, count: bool = False) -> dict[str, float | int | None]:
-    """p50, p99, max (ms, 3 decimals) over the finite values; with ``count`` also n."""
-    a = np.asarray(values_ms, dtype=np.float64)
-    a = a[np.isfinite(a)]
-    stats: dict[str, float | int | None] = {"p50": None, "p99": None, "max": None}
-    if a.size:
-        stats = {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
-                 "max": round(float(a.max()), 3)}
-    if count:
-        stats["n"] = int(a.size)
-    return stats

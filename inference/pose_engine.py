@@ -42,11 +42,11 @@ from rigstream.inference.actions import ActionRunner, Chain
 from rigstream.inference.engines import Engine, open_engine
 from rigstream.inference.filters import PoseFilter, make_filter
 from rigstream.inference.keypoint_files import points3d_columns
-from rigstream.inference.metrics import latency_stats
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
 from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
 from rigstream.inference.triangulate import Triangulator
+from rigstream.latency import latency_stats
 from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import decode_frameset
 from rigstream.transport import (

@@ -35,8 +35,8 @@ import numpy as np
 
 from rigstream.config import InputError
 from rigstream.inference.engines import Engine, _check_shape
-from rigstream.inference.metrics import latency_stats
 from rigstream.inference.modeldir import ModelError, PoseModel
+from rigstream.latency import latency_stats
 
 logger = logging.getLogger(__name__)
 

@@ -60,6 +60,7 @@ from aiohttp import web
 from rigstream import protocol
 from rigstream.config import InputError, RigConfig
 from rigstream.frames import FrameReceiver
+from rigstream.latency import latency_stats
 from rigstream.protocol import FLAG_EOS, Command, Event, FrameHeader, Pose2D, Pose3D, Status
 from rigstream.transport import (
     ControlListener,
@@ -119,16 +120,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def latency_summary(values: Any) -> dict[str, float | int | None]:
-    """p50, p99, max (ms) and count of the finite values."""
-    a = np.asarray([v for v in values if v is not None], dtype=float)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return {"p50": None, "p99": None, "max": None, "n": 0}
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
-            "max": round(float(a.max()), 3), "n": int(a.size)}
-
-
 def nice_ceiling(x: float) -> float:
     """The smallest of 1, 2, 5 times a power of ten that is >= ``x`` (``x`` > 0)."""
     exp = 10 ** math.floor(math.log10(x))
@@ -148,7 +139,7 @@ def latency_histogram(series: dict[str, list[float]], bins: int = 25) -> dict[st
     edges = np.linspace(0.0, top, bins + 1)
     counts = {k: np.histogram(np.clip(a, 0.0, top), edges)[0].tolist() for k, a in finite.items()}
     return {"edges_ms": [round(float(e), 4) for e in edges], "counts": counts,
-            "stats": {k: latency_summary(series[k]) for k in series}}
+            "stats": {k: latency_stats(series[k], count=True) for k in series}}
 
 
 # -- what the page shows, gathered by the receive loop -----------------------------------------
@@ -400,8 +391,8 @@ class MonitorState:
                 "posed": pose_stats.get("framesets_posed"),
                 "skipped": pose_stats.get("framesets_skipped"),
                 "pulse_to_pose2d_ms": pose_stats.get("latency_ms"),
-                "pulse_to_pose3d_ms": latency_summary(lat3d),
-                "pulse_to_ttl_ms": closed_loop.get("pulse_to_ttl_ms") or latency_summary(latttl),
+                "pulse_to_pose3d_ms": latency_stats(lat3d, count=True),
+                "pulse_to_ttl_ms": closed_loop.get("pulse_to_ttl_ms") or latency_stats(latttl, count=True),
                 "pulse_to_action_ms": closed_loop.get("pulse_to_action_ms"),
                 "last_pose3d_index": pose3d.trigger_index if pose3d is not None else None,
             },

@@ -10,7 +10,8 @@ import pytest
 
 MODULES = ["rigstream.basics", "rigstream.rules", "rigstream.config", "rigstream.protocol",
            "rigstream.transport", "rigstream.session", "rigstream.monitor", "rigstream.cli",
-           "rigstream.inference.rules", "rigstream.inference.actions", "rigstream.acquisition.ringbuffer",
+           "rigstream.latency", "rigstream.inference.rules", "rigstream.inference.actions",
+           "rigstream.acquisition.ringbuffer",
            "rigstream.firmware.trigger", "rigstream.sync.session_align"]
 
 
