@@ -121,6 +121,12 @@ class ActionRunner:
         self._ctx = ctx
         self._pending: collections.deque[_Pending] = collections.deque()
         self.done: list[Chain] = []
+        self._step_ms: dict[str, list[float]] = {s: [] for s in STEPS}
+        """Each finished firing's steps, kept as they finish (the summary runs every heartbeat)."""
+        self._total_ms: list[float] = []
+        self._ttl_total_ms: list[float] = []
+        self._infer_ms: list[float] = []
+        self._infer_share: list[float] = []
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self.counts: collections.Counter[str] = collections.Counter()
         self.malformed = protocol.MalformedCounter("rule actions (ttl replies)")
@@ -158,7 +164,6 @@ class ActionRunner:
                              firing.rule, firing.trigger_index)
         self.pub.send(event)
         self.counts["firings"] += 1
-        self.counts[f"fired:{firing.rule}"] += 1
         pending = _Pending(firing, chain, len(ttls), time.monotonic())
         if ttls:
             self._pending.append(pending)
@@ -231,6 +236,14 @@ class ActionRunner:
         self.done.append(c)
         steps = c.steps_ms()
         total = c.total_ms()
+        for s in STEPS:
+            self._step_ms[s].append(steps.get(s, np.nan))
+        self._total_ms.append(total)
+        self._infer_ms.append(c.infer_ms)
+        if c.t_ttl_ns >= 0 and c.t_pulse_ns >= 0:
+            self._ttl_total_ms.append(total)
+            if np.isfinite(c.infer_ms) and total > 0:
+                self._infer_share.append(c.infer_ms / total)
         self.recent.append({"rule": f.rule, "trigger_index": f.trigger_index,
                             "actions": [a.kind for a in f.actions], "steps_ms": steps,
                             "total_ms": round(total, 3), "ttl_error": c.ttl_error})
@@ -245,17 +258,14 @@ class ActionRunner:
     # -- reporting -------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        chains = self.done
-        ttl = [c for c in chains if c.t_ttl_ns >= 0 and c.t_pulse_ns >= 0]
-        steps = {s: latency_stats([c.steps_ms().get(s, np.nan) for c in chains], count=True) for s in STEPS}
-        share = [c.infer_ms / c.total_ms() for c in ttl if np.isfinite(c.infer_ms) and c.total_ms() > 0]
+        share = self._infer_share
         return {
             "firings": self.counts["firings"],
-            "counts": {k: v for k, v in self.counts.items() if not k.startswith("fired:")},
-            "pulse_to_ttl_ms": latency_stats([c.total_ms() for c in ttl], count=True),
-            "pulse_to_action_ms": latency_stats([c.total_ms() for c in chains], count=True),
-            "steps_ms": steps,
-            "infer_ms": latency_stats([c.infer_ms for c in chains], count=True),
+            "counts": dict(self.counts),
+            "pulse_to_ttl_ms": latency_stats(self._ttl_total_ms, count=True),
+            "pulse_to_action_ms": latency_stats(self._total_ms, count=True),
+            "steps_ms": {s: latency_stats(v, count=True) for s, v in self._step_ms.items()},
+            "infer_ms": latency_stats(self._infer_ms, count=True),
             "infer_share_of_pulse_to_ttl": round(float(np.median(share)), 3) if share else None,
             "ttl_pending": len(self._pending),
             "recent": list(self.recent),
