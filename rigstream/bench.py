@@ -153,7 +153,7 @@ def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     from rigstream.session import Session, SessionPlan, demo_rig
 
     seconds = args.seconds or 30.0
-    base = load_rig(args.config) if getattr(args, "config", None) else load_rig()
+    base = load_rig()  # the embedded simulated rig (bench has no --config)
     rules = [*base.rules, *parse_rules([STEP_RULE])]
     configs = {"shipped": demo_rig(base), "lean": demo_rig(base, width=320, height=240, codec="raw")}
     out_root = Path(args.out or tempfile.mkdtemp(prefix="rigstream-bench-loop-"))
