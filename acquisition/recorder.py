@@ -33,7 +33,7 @@ from rigstream.acquisition.video import LOSSLESS, VideoWriter
 from rigstream.config import RigConfig
 from rigstream.frames import FrameReceiver, Received, StopWait
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
-from rigstream.transport import ControlListener, StatusReporter, subscriber
+from rigstream.transport import ControlListener, StatusReporter, received, subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -164,16 +164,7 @@ class Recorder:
         track.last_index = max(track.last_index, upto - 1)
 
     def _drain_pulses(self) -> None:
-        while True:
-            try:
-                buf = self.pulse_sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                pulse = protocol.decode(buf, protocol.Pulse)
-            except protocol.ProtocolError as err:
-                self.pulse_malformed(err)
-                continue
+        for pulse in received(self.pulse_sock, protocol.Pulse, self.pulse_malformed):
             self._pulses_csv.writerow((pulse.index, pulse.t_pi_ns, pulse.line))
             self.pulses[pulse.line] = self.pulses.get(pulse.line, 0) + 1
 

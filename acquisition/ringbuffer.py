@@ -35,7 +35,7 @@ from rigstream.acquisition.video import VideoWriter
 from rigstream.config import RigConfig
 from rigstream.frames import FrameReceiver, StopWait
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, Event, FrameHeader
-from rigstream.transport import ControlListener, StatusReporter, bind_address
+from rigstream.transport import ControlListener, StatusReporter, bind_address, received
 
 logger = logging.getLogger(__name__)
 
@@ -168,16 +168,7 @@ class ClipService:
             self.status.close()
 
     def _take_events(self) -> None:
-        while True:
-            try:
-                buf = self.events_sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                event = protocol.decode(buf, Event)
-            except protocol.ProtocolError as err:
-                self.events_malformed(err)
-                continue
+        for event in received(self.events_sock, Event, self.events_malformed):
             self.add_event(event)
 
     def add_event(self, event: Event) -> Clip:

@@ -66,6 +66,7 @@ from rigstream.transport import (
     ControlListener,
     CurveClientKeys,
     StatusReporter,
+    received,
     request,
     subscriber,
     trigger_client_keys,
@@ -755,12 +756,12 @@ class Monitor:
                 break
             self.state.add_frame(got.header, got.pixels)
             self.waker.notify(got.header.camera)
-        for msg in self._messages(self.poses, "poses", (Pose2D, Pose3D)):
+        for msg in received(self.poses, (Pose2D, Pose3D), self.malformed["poses"]):
             self.state.add_pose(msg)
             self.waker.notify("pose2d" if isinstance(msg, Pose2D) else "pose3d")
-        for msg in self._messages(self.rule_events, "rule_events", Event):
+        for msg in received(self.rule_events, Event, self.malformed["rule_events"]):
             self._take("rule_events", self.state.add_rule_event, msg)
-        for msg in self._messages(self.health, "health", Status):
+        for msg in received(self.health, Status, self.malformed["health"]):
             if msg.component == "session":
                 self._take("health", self.state.add_health, msg)
 
@@ -771,17 +772,6 @@ class Monitor:
             add(msg)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             self.malformed[name](protocol.ProtocolError("invalid-contents", f"{type(exc).__name__}: {exc}"))
-
-    def _messages(self, sock: zmq.Socket, name: str, expected: Any) -> Iterator[Any]:
-        while True:
-            try:
-                buf = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                yield protocol.decode(buf, expected)
-            except protocol.ProtocolError as err:
-                self.malformed[name](err)
 
     def summary(self) -> dict[str, Any]:
         feeds = self.state.feeds

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
@@ -96,6 +96,21 @@ def subscriber(ctx: zmq.Context, addresses: str | Iterable[str], hwm: int = 1000
     return sock
 
 
+def received(sock: zmq.Socket, expected: Any, malformed: protocol.MalformedCounter) -> Iterator[Any]:
+    """Each message waiting on ``sock`` (never blocks), decoded as ``expected`` (a message type or
+    a tuple of them); one that does not decode is counted (and logged) by ``malformed`` and
+    skipped, so the receiver keeps running."""
+    while True:
+        try:
+            buf = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            yield protocol.decode(buf, expected)
+        except protocol.ProtocolError as err:
+            malformed(err)
+
+
 class StatusReporter:
     """Pushes this component's Status to the supervisor (if one listens; never blocks)."""
 
@@ -141,15 +156,7 @@ class ControlListener:
     def poll(self) -> Command | None:
         if self.sock is None:
             return None
-        while True:
-            try:
-                buf = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return None
-            try:
-                return protocol.decode(buf, Command)
-            except protocol.ProtocolError as err:
-                self.malformed(err)
+        return next(received(self.sock, Command, self.malformed), None)
 
     def close(self) -> None:
         if self.sock is not None:
