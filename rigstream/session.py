@@ -34,6 +34,7 @@ from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
     Publisher,
     bind_address,
+    received,
     request,
     subscriber,
     trigger_client_keys,
@@ -115,6 +116,7 @@ class Session:
         self.pulse_sock = subscriber(self.ctx, self.rig.address("pulses", self.run_dir),
                                      hwm=100_000)
         self.status_malformed = protocol.MalformedCounter("supervisor status")
+        self.pulse_malformed = protocol.MalformedCounter("supervisor pulses")
         self.components: dict[str, Component] = {}
         self.latest_pulse = -1
         self.pose_enabled = self.rig.pose is not None and self.rig.pose.enabled
@@ -230,15 +232,7 @@ class Session:
                     self._component_failed(comp, str(st.stats.get("error", "?")))
 
     def _drain_pulses(self) -> None:
-        while True:
-            try:
-                buf = self.pulse_sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                pulse = protocol.decode(buf, protocol.Pulse)
-            except protocol.ProtocolError:
-                continue
+        for pulse in received(self.pulse_sock, protocol.Pulse, self.pulse_malformed):
             if pulse.line == "camera":
                 self.latest_pulse = max(self.latest_pulse, pulse.index)
 
