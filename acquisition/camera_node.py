@@ -1,4 +1,13 @@
-"""The camera node: one per camera. Grabs, stamps, indexes and publishes every frame.
+"""The camera node: one per camera. Grabs, stamps, indexes and stores every frame.
+
+Each frame is copied once into the camera's shared-memory frame store (slot
+``trigger_index % capacity``, :mod:`rigstream.framestore`) and its header is published on
+ZeroMQ; on one host the pixels never travel (consumers read the store in place). A camera
+whose frame address is reachable from other hosts (tcp) sends the pixels with each header there,
+for a bridge on another host to fill that host's store, and the headers alone on
+``transport.local_headers`` for this host's consumers (the store names where its headers go).
+The store is created when the node starts and unlinked when it closes; its ``end`` word is the
+end of stream that cannot be lost.
 
 Each frame gets its trigger index from its FrameID (``n = frame_id - first_frame_id``) and
 is checked against the pulse of that index on the Pi's clock through a running fit of camera
@@ -22,9 +31,10 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition.camera import Camera, CameraError, Frame
 from rigstream.config import CameraConfig, RigConfig
+from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.sync.clock import LinearClockFit
-from rigstream.transport import ControlListener, Publisher, StatusReporter, subscriber
+from rigstream.transport import ControlListener, Publisher, StatusReporter, is_local_address, subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +111,15 @@ class CameraNode:
         self.expect_subscribers = expect_subscribers
         self.period_ns = rig.trigger.period_ns
         self.camera = make_camera(self.config, rig, run, self.ctx)
-        self.pub = Publisher(self.ctx, rig.frames_address(camera, run), hwm=rig.transport.frame_hwm)
+        address = rig.frames_address(camera, run)
+        self.pub = Publisher(self.ctx, address, hwm=rig.transport.frame_hwm)
+        self.send_pixels = not is_local_address(address)
+        """Pixels go on the wire too (a consumer host's bridge needs them)."""
+        self.local: Publisher | None = None
+        """With pixels on the wire: the headers alone for this host's consumers."""
+        if self.send_pixels:
+            self.local = Publisher(self.ctx, rig.address("local_headers", run, camera=camera),
+                                   hwm=rig.transport.frame_hwm)
         self.pulses = PulseTable(self.ctx, rig.address("pulses", run), f"camera {camera}")
         self.status = StatusReporter(self.ctx, status_address, f"camera:{camera}")
         self.control = ControlListener(self.ctx, status_address and rig.address("control", run),
@@ -123,9 +141,16 @@ class CameraNode:
         self.flagged: list[int] = []
         self.no_pulse = 0
         self.max_offset_ns = 0
+        self.out_of_order: list[int] = []
+        """Trigger indices of frames whose FrameID went backwards (a counter reset): reported,
+        not stored."""
         self._header = FrameHeader(camera=camera, seq=0, frame_id=0, trigger_index=0,
                                    t_camera_ns=0, t_host_ns=0, width=self.config.width,
                                    height=self.config.height, channels=self.config.channels)
+        cfg = self.config  # the store last: nothing after it can fail and leave it behind
+        wake = (self.local or self.pub).address
+        self.store = FrameStore.create(store_name(run, camera), StoreLayout(
+            rig.store_frames(), cfg.height, cfg.width, cfg.channels), wake_address=wake)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -185,14 +210,17 @@ class CameraNode:
         want_strobe = secondaries if (self.config.role == "primary"
                                       and self.config.backend == "sim") else 0
         deadline = time.monotonic() + 30
+        subs = 0
         while not stop.is_set() and time.monotonic() < deadline:
-            subs = self.pub.poll_subscriptions(50)
+            subs = self.pub.poll_subscriptions(50 if self.local is None else 25)
+            if self.local is not None:  # consumers here and bridges elsewhere
+                subs += self.local.poll_subscriptions(25)
             strobe = getattr(self.camera, "strobe_subscribers", 0)
             if subs >= self.expect_subscribers and strobe >= want_strobe:
                 return
         if not stop.is_set():
             logger.warning("camera %s: started with %d of %d consumers subscribed",
-                           self.config.name, self.pub.subscribers, self.expect_subscribers)
+                           self.config.name, subs, self.expect_subscribers)
 
     def _finish(self, final_pulses: int | None) -> None:
         """Drain what the camera still holds, report the pulses no frame came for, end."""
@@ -208,16 +236,25 @@ class CameraNode:
                 deadline = time.monotonic() + 2.0
         for n in range(self.last_index + 1, total):
             self._notice(n, frame_id=self.first_frame_id + n, flags=FLAG_DROPPED)
+        self.store.finish(self.store.head)
         self._notice(max(total - 1, self.last_index), frame_id=self.last_frame_id, flags=FLAG_EOS)
 
     def close(self) -> None:
         self.camera.close()
-        for part in (self.pub, self.pulses, self.status, self.control):
-            part.close()
+        for part in (self.pub, self.local, self.pulses, self.status, self.control):
+            if part is not None:
+                part.close()
+        self.store.close()
 
     # -- per frame ---------------------------------------------------------------------------
 
     def _handle(self, frame: Frame) -> None:
+        if frame.frame_id <= self.last_frame_id:
+            self.out_of_order.append(frame.frame_id - self.first_frame_id)
+            logger.error("camera %s: FrameID %d after %d (counter reset?): not stored",
+                         self.config.name, frame.frame_id, self.last_frame_id)
+            frame.release()
+            return
         for missing_id in range(max(self.last_frame_id + 1, self.first_frame_id), frame.frame_id):
             self._notice(missing_id - self.first_frame_id, missing_id, FLAG_DROPPED)
         self.last_frame_id = frame.frame_id
@@ -255,13 +292,22 @@ class CameraNode:
             else:
                 self.max_offset_ns = max(self.max_offset_ns, abs(offset))
                 self.fit.add(frame.t_camera_ns, t_pi_ns)
+        assert frame.pixels is not None
         h = self._header
+        h.slot = self.store.write(n, frame.pixels, frame_id=frame.frame_id,
+                                  t_camera_ns=frame.t_camera_ns, t_pi_ns=t_pi_ns, t_host_ns=t_host_ns,
+                                  flags=flags, truth_index=frame.truth_index,
+                                  exposure_ns=round(frame.exposure_us * 1e3))
         h.seq, h.frame_id, h.trigger_index = self.seq, frame.frame_id, n
         h.t_camera_ns, h.t_host_ns, h.t_pi_ns = frame.t_camera_ns, t_host_ns, t_pi_ns
         h.exposure_us, h.flags, h.truth_index = frame.exposure_us, flags, frame.truth_index
-        assert frame.pixels is not None
-        tracker = protocol.send_frame(self.pub.sock, h, frame.pixels, track=True)
-        frame.release(tracker)
+        if self.local is not None:
+            tracker = protocol.send_frame(self.pub.sock, h, frame.pixels, track=True)
+            protocol.send_frame(self.local.sock, h, None)
+            frame.release(tracker)
+        else:
+            protocol.send_frame(self.pub.sock, h, None)
+            frame.release()
         self.seq += 1
         self.frames += 1
 
@@ -274,7 +320,13 @@ class CameraNode:
                         t_host_ns=time.monotonic_ns(), t_pi_ns=self.pulses.get(n) if n >= 0 else -1,
                         width=self.config.width, height=self.config.height,
                         channels=self.config.channels, flags=flags, truth_index=truth_index)
+        if not flags & FLAG_EOS:
+            h.slot = self.store.write(n, None, frame_id=frame_id, t_camera_ns=t_camera_ns,
+                                      t_pi_ns=h.t_pi_ns, t_host_ns=h.t_host_ns, flags=flags,
+                                      truth_index=truth_index)
         protocol.send_frame(self.pub.sock, h, None)
+        if self.local is not None:
+            protocol.send_frame(self.local.sock, h, None)
         self.seq += 1
 
     def summary(self) -> dict[str, Any]:
@@ -293,6 +345,9 @@ class CameraNode:
                            "latch_window_us": round(self.latch_uncertainty_ns / 1e3, 3)},
             "max_offset_us": round(self.max_offset_ns / 1e3, 3),
             "malformed_pulses": self.pulses.malformed.total,
+            "out_of_order": len(self.out_of_order),
+            "store": {"name": self.store.name, "slots": self.store.capacity,
+                      "mib": round(self.store.layout.total_bytes / 2**20, 1)},
             "camera": self.camera.stats(),
         }
 

@@ -24,6 +24,7 @@ from rigstream.basics import (  # re-exported: the rest of the code imports them
     PositiveInt,
     Probability,
 )
+from rigstream.framestore import StoreLayout
 from rigstream.rules import Rule, RuleError, parse_rules
 
 
@@ -85,6 +86,20 @@ class CameraConfig(_Model, kw_only=True):
     address: str | None = None
     """Where this camera's node publishes frames; default: transport.frames with {camera}."""
     faults: FaultConfig = FaultConfig()
+    prerender_s: PositiveFloat | None = None
+    """Simulated cameras only: render a loop of this many seconds of the animal once at start
+    and deliver each frame from it by one copy, as a real camera's driver hands over a buffer
+    (the benches use it so they measure the pipeline, not the renderer); None renders every
+    frame at its pulse. Every simulated camera of a rig must have the same value (one animal)."""
+
+    def __post_init__(self) -> None:  # also checks direct construction (msgspec checks decoding)
+        if self.prerender_s is not None:
+            if self.backend != "sim":
+                raise ValueError(f"prerender_s is for simulated cameras only (backend sim), got "
+                                 f"backend {self.backend} for camera {self.name}")
+            if not self.prerender_s > 0:
+                raise ValueError(f"prerender_s: expected a loop longer than 0 s, got "
+                                 f"{self.prerender_s} for camera {self.name}")
 
     @property
     def channels(self) -> int:
@@ -173,6 +188,13 @@ class RecordingConfig(_Model, kw_only=True):
     """ffv1 and h264_lossless and raw are lossless; h264 is lossy (crf)."""
     crf: Annotated[int, msgspec.Meta(ge=0, le=51)] = 18
     flush_interval_s: PositiveFloat = 1.0
+    video: Literal["on", "off"] = "on"
+    """``off`` keeps frames.csv and pulses.csv but writes no whole-session video: the buffered
+    clips are the video, as labs that record at high rate want (YAML's bare ``off``/``false``
+    and ``on``/``true`` are taken too)."""
+    try_codec: bool = False
+    """Record with ``codec`` even where the check before a session measures that this host
+    cannot encode it at the rig's rate (:mod:`rigstream.acquisition.codecs`)."""
 
 
 EngineKind = Literal["onnxruntime", "tensorrt", "torch"]
@@ -254,6 +276,12 @@ class TransportConfig(_Model, kw_only=True):
     pulses: str = "ipc://{run}/pulses"
     trigger_control: str = "ipc://{run}/trigger-control"
     frames: str = "ipc://{run}/frames-{camera}"
+    local_headers: str = "ipc://{run}/headers-{camera}"
+    """Where a store's headers go on its own host when the camera's frame address is a network
+    one: the camera node publishes [header, pixels] there for other hosts' bridges and the
+    headers alone here for its own host's consumers; a bridge (``rigstream bridge``) republishes
+    here what it wrote into its host's store. Each store names the address its headers go to,
+    so consumers need not know which case they are in."""
     framesets: str = "ipc://{run}/framesets"
     events: str = "ipc://{run}/events"
     control: str = "ipc://{run}/control"
@@ -339,6 +367,12 @@ class RigConfig(_Model, kw_only=True):
                     f"camera {cam.name}: exposure_us ({cam.exposure_us}) must be shorter than "
                     f"the trigger period ({self.trigger.period_ns / 1000:.0f} us)"
                 )
+        sims = [c for c in self.cameras if c.backend == "sim"]
+        if len({c.prerender_s for c in sims}) > 1:  # one loop, or the views show different poses
+            each = ", ".join(f"{c.name} {'unset' if c.prerender_s is None else f'{c.prerender_s:g}'}"
+                             for c in sims)
+            raise ValueError(f"prerender_s must be the same for every simulated camera (they "
+                             f"show one animal), got {each}")
         if self.pose is not None:
             unknown = sorted(set(self.pose.crops) - set(names))
             if unknown:
@@ -372,6 +406,18 @@ class RigConfig(_Model, kw_only=True):
         clips = [a.clip for r in self.rules for a in r.actions if a.clip is not None]
         return (max([self.ring_buffer.pre_s, *(c.pre_s for c in clips)]),
                 max([self.ring_buffer.post_s, *(c.post_s for c in clips)]))
+
+    def store_frames(self) -> int:
+        """Slots in each camera's frame store (:mod:`rigstream.framestore`), which is also the
+        pre-trigger ring: the longest clip ``pre_s`` any rule or the rig asks for plus
+        ``ring_buffer.margin_s`` (at least 1 s and 16 frames, so lossless readers have slack)."""
+        max_pre_s, _ = self.clip_window_max_s()
+        return max(self.frames_per(max_pre_s + self.ring_buffer.margin_s), self.frames_per(1.0), 16)
+
+    def store_bytes(self) -> dict[str, int]:
+        """Shared memory each camera's store takes, bytes (what ``rigstream check`` prints)."""
+        n = self.store_frames()
+        return {c.name: StoreLayout(n, c.height, c.width, c.channels).total_bytes for c in self.cameras}
 
     def frames_per(self, seconds: float) -> int:
         """Trigger indices in ``seconds`` at the rig's trigger rate."""
@@ -444,6 +490,9 @@ def parse_rig(text: str | bytes, source: str = "<rig>", base_dir: Path | None = 
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
     _resolve_model(doc, base_dir)
     _resolve_calibration(doc, base_dir)
+    recording = doc.get("recording")
+    if isinstance(recording, dict) and isinstance(recording.get("video"), bool):
+        recording["video"] = "on" if recording["video"] else "off"  # YAML 1.1 reads off as false
     if doc.get("rules") is not None:  # first, for messages that name the rule (rules[1] 'reach': ...)
         try:
             parse_rules(doc["rules"], source)

@@ -1,9 +1,15 @@
-"""Receiving camera frame streams: the part every lossless consumer shares.
+"""Receiving camera frames: the part every consumer shares.
 
-A :class:`FrameReceiver` subscribes to the camera nodes of a rig, decodes [header, pixels]
-without copying, rejects malformed messages (logged and counted, never fatal), detects gaps
-in each camera's sequence numbers (frames lost between node and consumer) and knows when
-every camera has ended its stream.
+On one host, :class:`CameraStores` opens every camera's shared-memory frame store
+(:mod:`rigstream.framestore`) as soon as its camera node has made it, and subscribes to the
+node's small header messages only to be woken when frames arrive (a lost header loses nothing:
+the store is read by index). Lossless readers take a :class:`~rigstream.framestore.StoreCursor`
+per camera; latest-wins readers read the newest index in place.
+
+Between hosts, a :class:`FrameReceiver` subscribes to camera nodes that send [header, pixels],
+decodes them without copying, rejects malformed messages (logged and counted, never fatal),
+detects gaps in each camera's sequence numbers (frames lost between node and consumer) and
+knows when every camera has ended its stream (the bridge uses it to fill a local store).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import RigConfig
+from rigstream.framestore import FrameStore, StoreError, StoreMissing, store_name
 from rigstream.protocol import FLAG_EOS, Command, FrameHeader
 from rigstream.transport import ControlListener, subscriber
 
@@ -134,3 +141,88 @@ class FrameReceiver:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class CameraStores:
+    """The rig's camera stores, read-only, each opened as soon as its writer has made it.
+
+    The header subscription of a camera is connected only once its store is open, so a camera
+    node that waits for its consumers' subscriptions knows they can read its store.
+    ``wait(timeout_ms)`` blocks until a header arrives (or the timeout), drains the headers and
+    opens stores not open yet; the caller then reads the stores.
+    """
+
+    def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context, where: str,
+                 cameras: list[str] | None = None) -> None:
+        self.rig = rig
+        self.run = run
+        self.where = where
+        self.cameras = cameras or [c.name for c in rig.cameras]
+        self.stores: dict[str, FrameStore] = {}
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 10_000)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.malformed = protocol.MalformedCounter(f"{where} headers")
+        self.headers = 0
+        self.open_pending()
+
+    @property
+    def all_open(self) -> bool:
+        return len(self.stores) == len(self.cameras)
+
+    def open_pending(self) -> list[str]:
+        """Open the stores whose writers have made them since; returns the cameras opened."""
+        opened = []
+        for cam in self.cameras:
+            if cam in self.stores:
+                continue
+            try:
+                store = FrameStore.attach(store_name(self.run, cam))
+            except StoreMissing:
+                continue
+            except StoreError as exc:
+                logger.error("%s: %s", self.where, exc)
+                continue
+            cfg = self.rig.camera(cam)
+            if (store.layout.width, store.layout.height, store.layout.channels) != (
+                    cfg.width, cfg.height, cfg.channels):
+                logger.error("%s: store of camera %s holds %dx%dx%d frames, the rig says %dx%dx%d",
+                             self.where, cam, store.layout.width, store.layout.height,
+                             store.layout.channels, cfg.width, cfg.height, cfg.channels)
+                store.close()
+                continue
+            self.stores[cam] = store
+            # The store names where its writer (the camera node, or a bridge from another host)
+            # publishes its headers on this host.
+            self.sock.connect(store.wake_address or self.rig.frames_address(cam, self.run))
+            opened.append(cam)
+        return opened
+
+    def wait(self, timeout_ms: int) -> int:
+        """Block up to ``timeout_ms`` for a header; drain all that came. Returns how many."""
+        if not self.all_open:
+            self.open_pending()
+            if not self.all_open:
+                timeout_ms = min(timeout_ms, 20)
+        got = 0
+        while self.sock.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            parts = self.sock.recv_multipart(copy=False)
+            try:
+                protocol.decode_frame_parts(parts)
+            except protocol.ProtocolError as err:
+                self.malformed(err)
+                continue
+            got += 1
+        self.headers += got
+        return got
+
+    def stats(self) -> dict[str, Any]:
+        return {"malformed": self.malformed.as_dict(), "stores_open": sorted(self.stores)}
+
+    def close(self) -> None:
+        self.sock.close()
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()

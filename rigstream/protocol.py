@@ -1,9 +1,11 @@
 """Wire protocol: MessagePack messages with versioned, typed schemas validated on decode.
 
-Every message is a map with ``type`` (the schema) and ``v`` (its version). Frames travel as
-multipart ``[header, pixels]``: the header is a :class:`FrameHeader`, the pixels are the raw
-buffer, sent and received without copying. A header alone (one part) is a notice: a dropped
-frame (``FLAG_DROPPED``) or the end of a camera's stream (``FLAG_EOS``).
+Every message is a map with ``type`` (the schema) and ``v`` (its version). On one host a
+frame's pixels stay in its camera's shared-memory store (:mod:`rigstream.framestore`) and only
+its :class:`FrameHeader` (naming the slot) travels. Between hosts frames travel as multipart
+``[header, pixels]``, the pixels as the raw buffer, sent and received without copying. A
+header alone without a slot is a notice: a dropped frame (``FLAG_DROPPED``) or the end of a
+camera's stream (``FLAG_EOS``).
 
 A receiver that gets something it cannot decode raises :class:`ProtocolError` with the reason;
 :class:`MalformedCounter` logs and counts it so the receiver keeps running.
@@ -96,6 +98,10 @@ class FrameHeader(_Message, tag="frame", kw_only=True):
     flags: int = 0
     truth_index: int = -1
     """Simulation only: the pulse the simulated camera really exposed on."""
+    slot: int = -1
+    """Where the pixels are in the camera's frame store on the node's host
+    (:mod:`rigstream.framestore`; slot = trigger_index % capacity); -1: not in a store. A
+    header with a slot travels alone on one host: the pixels stay in shared memory."""
 
     @property
     def nbytes(self) -> int:
@@ -109,13 +115,26 @@ class FrameHeader(_Message, tag="frame", kw_only=True):
 
 
 class FrameSetHeader(_Message, tag="frameset", kw_only=True):
-    """First part of a frame set; one [FrameHeader, pixels] pair per present camera follows."""
+    """A frame set, as one single-part message: the trigger index, and for each present camera
+    the FrameHeader naming the slot of its frame in that camera's frame store (the pixels stay
+    in shared memory; a reader checks ``FrameStore.holds`` after reading them)."""
 
     seq: int
+    """Frame-set counter of the assembler (a gap: sets a latest-wins reader passed over)."""
     trigger_index: int
     t_pi_ns: int
     cameras: list[str]
+    """Present cameras, in the rig's camera order."""
     missing: list[str] = []
+    """Absent cameras, in the rig's camera order."""
+    frames: list[FrameHeader] = []
+    """One per camera of ``cameras``, same order, each with its ``slot``."""
+    reasons: list[str] = []
+    """Why each camera of ``missing`` is absent, same order: ``dropped``, ``incomplete``,
+    ``timing`` (flagged), ``overrun`` (overwritten before the assembler read it),
+    ``not-written`` (its camera went past the index without writing it), ``ended`` (its
+    stream had ended), ``silent`` (nothing from it for the deadline), ``late`` (lagging past
+    the longest wait)."""
 
 
 class Event(_Message, tag="event", kw_only=True):
@@ -276,7 +295,7 @@ def decode_frame_parts(parts: list[Any]) -> tuple[FrameHeader, np.ndarray | None
         raise ProtocolError("truncated", "empty multipart message")
     header = decode(_buffer(parts[0]), FrameHeader)
     if len(parts) == 1:
-        if not header.flags & (FLAG_DROPPED | FLAG_EOS):
+        if not header.flags & (FLAG_DROPPED | FLAG_EOS) and header.slot < 0:
             raise ProtocolError(
                 "truncated", f"{header.camera} frame {header.frame_id}: header without pixels"
             )

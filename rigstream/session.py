@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 import zmq
 
-from rigstream import protocol
+from rigstream import framestore, protocol
 from rigstream.config import ConfigError, RigConfig, with_overrides
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
@@ -262,6 +262,8 @@ class Session:
             from rigstream.inference.pose_engine import plan_pose
 
             plan_pose(self.rig)
+        framestore.check_fits(self.rig.store_bytes(), f"rig {self.rig.name!r}")
+        framestore.sweep_stale()  # what a killed session on this host left in shared memory
         rig_path = self.out / "rig.yaml"
         write_rig(self.rig, rig_path)
         self._plan_components(rig_path)
@@ -460,6 +462,8 @@ class Session:
             "frames": rec.get("frames", {}),
             "frames_dropped": rec.get("frames_dropped", {}),
             "dropped_indices": rec.get("dropped_indices", {}),
+            "frames_overrun": rec.get("overruns", {}),
+            "overrun_indices": rec.get("overrun_indices", {}),
             "frames_flagged": {c: s.get("flagged", 0) for c, s in cams.items()},
             "framesets_complete": asm.get("framesets_complete", 0),
             "framesets_incomplete": asm.get("framesets_incomplete", 0),
@@ -467,6 +471,8 @@ class Session:
             "clips": [str(Path(p).relative_to(self.out)) for p in ring.get("clips", [])],
             "trigger_late_max_us": trigger_status.get("late_max_us"),
             "trigger_late_p99_us": trigger_status.get("late_p99_us"),
+            # Headers lost on their way to a consumer lose nothing (the stores are read by
+            # index); these stay for consumers that still receive frames as messages.
             "transport_seq_gaps": {"recorder": rec.get("seq_gaps", {}),
                                    "assembler": asm.get("seq_gaps", {}),
                                    "ringbuffer": ring.get("seq_gaps", {})},
@@ -544,14 +550,17 @@ class Session:
         self.control.close()
         self.health.close()
         self.ctx.destroy(linger=0)
+        framestore.unlink_run(self.run_dir)  # stores of a camera node that was killed
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = None,
              drop_rate: float | None = None, width: int | None = None,
              height: int | None = None, codec: str | None = None,
-             pose: bool | None = None) -> RigConfig:
-    """The rig a demo runs: ``base`` with the camera count, rate and faults overridden."""
+             pose: bool | None = None, prerender_s: float | None = None) -> RigConfig:
+    """The rig a demo runs: ``base`` with the camera count, rate and faults overridden;
+    ``prerender_s`` makes every (simulated) camera deliver from a pre-rendered loop of that
+    many seconds (``CameraConfig.prerender_s``)."""
     doc = msgspec.to_builtins(base)
     cams = doc["cameras"]
     if cameras is not None:
@@ -567,6 +576,8 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
             cam["width"] = width
         if height is not None:
             cam["height"] = height
+        if prerender_s is not None:
+            cam["prerender_s"] = prerender_s
     doc["cameras"] = cams
     if cameras is not None or width is not None or height is not None:
         doc["calibration"] = None  # no longer fits: the session places a simulated ring

@@ -14,6 +14,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import RigConfig, load_rig
+from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FrameHeader
 from rigstream.transport import Publisher
 
@@ -41,12 +42,16 @@ def run_dir(tmp_path: Path) -> str:
 
 
 class FakeCameras:
-    """Stands in for the camera nodes: binds each camera's frame address and publishes."""
+    """Stands in for the camera nodes: makes each camera's frame store (real shared memory),
+    binds its frame address, and writes frames and notices into the store, publishing their
+    headers as a camera node does."""
 
     def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context) -> None:
         self.rig = rig
         self.pubs = {c.name: Publisher(ctx, rig.frames_address(c.name, run), hwm=0)
                      for c in rig.cameras}
+        self.stores = {c.name: FrameStore.create(store_name(run, c.name), StoreLayout(
+            rig.store_frames(), c.height, c.width, c.channels)) for c in rig.cameras}
         self.seq = dict.fromkeys(self.pubs, 0)
 
     def wait(self, subscribers: int = 1) -> None:
@@ -67,17 +72,28 @@ class FakeCameras:
         rng = np.random.default_rng((camera_index, n))
         return rng.integers(0, 256, shape, dtype=np.uint8)
 
-    def frame(self, camera: str, n: int) -> np.ndarray:
+    def _store(self, h: FrameHeader, pixels: np.ndarray | None) -> None:
+        h.slot = self.stores[h.camera].write(
+            h.trigger_index, pixels, frame_id=h.frame_id, t_camera_ns=h.t_camera_ns,
+            t_pi_ns=h.t_pi_ns, t_host_ns=h.t_host_ns, flags=h.flags, truth_index=h.truth_index)
+
+    def frame(self, camera: str, n: int, flags: int = 0) -> np.ndarray:
         cfg = self.rig.camera(camera)
         idx = [c.name for c in self.rig.cameras].index(camera)
         px = self.pixels(idx, n, (cfg.height, cfg.width))
-        protocol.send_frame(self.pubs[camera].sock, self.header(camera, n), px)
+        h = self.header(camera, n, flags)
+        self._store(h, px)
+        protocol.send_frame(self.pubs[camera].sock, h, None)
         return px
 
     def drop(self, camera: str, n: int) -> None:
-        protocol.send_frame(self.pubs[camera].sock, self.header(camera, n, FLAG_DROPPED), None)
+        h = self.header(camera, n, FLAG_DROPPED)
+        self._store(h, None)
+        protocol.send_frame(self.pubs[camera].sock, h, None)
 
     def eos(self, camera: str, n: int) -> None:
+        """End of stream after trigger index ``n`` (indices [0, n] accounted for)."""
+        self.stores[camera].finish(n + 1)
         protocol.send_frame(self.pubs[camera].sock, self.header(camera, n, FLAG_EOS), None)
 
     def raw(self, camera: str, parts: list[bytes]) -> None:
@@ -86,6 +102,8 @@ class FakeCameras:
     def close(self) -> None:
         for pub in self.pubs.values():
             pub.close()
+        for store in self.stores.values():
+            store.close()
 
 
 @pytest.fixture

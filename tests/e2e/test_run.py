@@ -15,6 +15,7 @@ import msgspec
 import pytest
 import yaml
 
+from rigstream import framestore
 from rigstream.acquisition.video import read_frames
 from rigstream.config import load_rig
 from rigstream.session import Session, SessionPlan, demo_rig
@@ -25,6 +26,11 @@ pytestmark = pytest.mark.slow
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def stores_on_host() -> set[str]:
+    """rigstream frame stores in /dev/shm now."""
+    return {p.name for p in framestore.SHM_DIR.iterdir() if p.name.startswith(framestore.PREFIX)}
 
 
 def small_sim_rig(tmp_path: Path, **changes) -> Path:
@@ -54,8 +60,10 @@ def test_killing_a_camera_and_the_pose_engine_mid_run(tmp_path: Path) -> None:
                 comp.proc.send_signal(signal.SIGKILL)
                 killed[name] = t
 
+    before = stores_on_host()
     session = Session(SessionPlan(rig, out, pulses=400), progress=progress)
     s = session.run()
+    assert stores_on_host() <= before, "the killed camera's frame store was left in /dev/shm"
     assert set(killed) == {"camera:cam1", "pose"}
     assert list(s["failed_components"]) == ["camera:cam1"]
     assert "exited with code -9" in s["failed_components"]["camera:cam1"]
@@ -106,6 +114,7 @@ def test_components_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL of `rigstream run` (no clean stop possible) still ends every component: the
     kernel sends each a SIGTERM (PR_SET_PDEATHSIG), which they treat as a stop."""
     rig_file = small_sim_rig(tmp_path)
+    before = stores_on_host()
     proc = subprocess.Popen([sys.executable, "-m", "rigstream", "run", "--config", str(rig_file),
                              "--out", str(tmp_path / "s")], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -124,3 +133,27 @@ def test_components_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         alive = [p for p in children if Path(f"/proc/{p}").exists()
                  and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3]]
     assert not alive, f"components still running after their supervisor was killed: {alive}"
+    # The camera nodes, stopped by the kernel's SIGTERM, unlinked their frame stores.
+    assert stores_on_host() <= before, "a killed session left frame stores in /dev/shm"
+
+
+def test_a_session_killed_outright_leaves_no_frame_store_behind(tmp_path: Path) -> None:
+    """SIGKILL of every process of a session (no one can unlink anything): the next session on
+    the host sweeps the stores whose writers are gone before it starts."""
+    rig_file = small_sim_rig(tmp_path)
+    before = stores_on_host()
+    proc = subprocess.Popen([sys.executable, "-m", "rigstream", "run", "--config", str(rig_file),
+                             "--out", str(tmp_path / "s")], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("t=") and "pulses" in line:
+            break
+    left = stores_on_host() - before
+    assert len(left) == 2, f"expected the two cameras' stores while it runs, found {left}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(0.5)
+    assert stores_on_host() - before == left  # nobody was left to unlink them
+    assert sorted(framestore.sweep_stale()) == sorted(left)  # what `rigstream run` does first
+    assert stores_on_host() <= before
