@@ -1,17 +1,31 @@
-"""The recorder: every frame of every camera to a video per camera, plus the timestamp tables.
+"""The recorder: every trigger index of every camera into the session's tables, and every frame
+into a video per camera (unless ``recording.video`` is off).
 
 Session folder::
 
-    frames.csv      one row per (camera, trigger_index): frame_id, the three clocks,
-                    the frame's index in its video (-1 if dropped) and the flags
+    frames.csv      one row per (camera, trigger_index): frame_id, the three clocks, the frame's
+                    index in its video (-1 if none) and why a row has no frame (dropped by the
+                    camera, incomplete, lost in transport, overrun)
     pulses.csv      every pulse of the camera trigger and the sync line (index, t_pi_ns, line)
-    video/<camera>.mkv
-    recording.json  written at the end: frames and drops per camera, codec, files
+    video/<camera>.mkv   (not with ``recording.video: off``: frames.csv and pulses.csv only)
+    recording.json  written at the end: frames, drops and overruns per camera, codec, files
+
+Frames come from each camera's shared-memory frame store (:class:`~rigstream.frames.CameraStores`).
+One thread per camera reads its store in order through its own
+:class:`~rigstream.framestore.StoreCursor`, copies each frame into one preallocated buffer,
+encodes it and appends its row; the rows of all cameras go to one csv writer under a lock. The
+main thread wakes on the camera nodes' header messages, drains the pulses, flushes, reports and
+handles the stop.
+
+The recorder never makes a camera wait: a camera thread that falls more than its store behind
+gets ``overrun`` records for the indices overwritten before it read them and writes them as
+rows (dropped, ``overrun`` = 1, no times), with their exact indices in the summary. A camera is
+finished when its stream ended and every index was read, or when its writer died and every
+index it wrote was read; pulses no record ever came for (a camera node that died) get rows
+marked ``lost_in_transport`` at the end.
 
 The tables are flushed every ``recording.flush_interval_s`` and the videos are Matroska, so a
-session killed mid-way leaves everything up to the last flush readable. Encoding runs in one
-thread per camera behind a bounded queue; if it cannot keep up, ZeroMQ's queue fills and the
-loss shows up as sequence gaps (logged, counted, and written as dropped rows), never silently.
+session killed mid-way leaves everything up to the last flush readable.
 """
 
 from __future__ import annotations
@@ -19,65 +33,289 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import queue
 import signal
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from rigstream import protocol
 from rigstream.acquisition.video import LOSSLESS, VideoWriter
 from rigstream.config import RigConfig
-from rigstream.frames import FrameReceiver, Received, StopWait
-from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
+from rigstream.frames import CameraStores, StopWait
+from rigstream.framestore import FrameStore, Record, StoreCursor
+from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.transport import ControlListener, StatusReporter, received, subscriber
 
 logger = logging.getLogger(__name__)
 
 FRAME_COLUMNS = ("camera", "frame_id", "trigger_index", "t_camera_ns", "t_pi_ns", "t_host_ns",
-                 "video_frame", "dropped", "incomplete", "timing_flag", "lost_in_transport")
+                 "video_frame", "dropped", "incomplete", "timing_flag", "lost_in_transport",
+                 "overrun")
+"""frames.csv (and a clip's frames.csv): ``dropped`` is 1 for every row without a frame, whatever
+the reason: the camera's own drop notice (``incomplete`` if it delivered a partial image), no
+record at all (``lost_in_transport``), or overwritten in the store before the recorder read it
+(``overrun``). ``video_frame`` is -1 for those and for every row with ``recording.video: off``."""
+
+WAIT_MS = 20
+"""How long the main thread blocks for header messages per turn."""
+IDLE_WAIT_S = 0.05
+"""How long a camera thread with nothing to read waits for a wake-up before it looks again
+(headers are only a wake-up: a lost one must not stall it, and a dead writer sends none)."""
+JOIN_TIMEOUT_S = 10.0
+RECENT = 1000
+"""Indices kept per camera for the summary (dropped, overrun): the last this many."""
+OVERRUN_LOG_FIRST = 5
+"""Overrun ranges of a camera logged one by one; after them, one summary line per interval."""
+OVERRUN_LOG_EVERY_S = 5.0
 
 
-def frame_row(h: FrameHeader, video_frame: int, lost: bool = False) -> tuple[Any, ...]:
+def frame_row(h: FrameHeader, video_frame: int, lost: bool = False,
+              overrun: bool = False) -> tuple[Any, ...]:
+    """A frames.csv row (:data:`FRAME_COLUMNS`) for a header."""
     return (h.camera, h.frame_id, h.trigger_index, h.t_camera_ns, h.t_pi_ns, h.t_host_ns,
-            video_frame, int(bool(h.flags & FLAG_DROPPED) or lost),
-            int(bool(h.flags & FLAG_INCOMPLETE)), int(bool(h.flags & FLAG_TIMING)), int(lost))
+            video_frame, int(bool(h.flags & FLAG_DROPPED) or lost or overrun),
+            int(bool(h.flags & FLAG_INCOMPLETE)), int(bool(h.flags & FLAG_TIMING)), int(lost),
+            int(overrun))
+
+
+def _no_frame_row(camera: str, index: int, lost: bool) -> tuple[Any, ...]:
+    """The row of an index without a record: lost (never came) or overrun (overwritten)."""
+    return (camera, -1, index, -1, -1, -1, -1, 1, 0, 0, int(lost), int(not lost))
+
+
+class _Rows:
+    """frames.csv, written by every camera thread under one lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self._file = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(FRAME_COLUMNS)
+        self.closed = False
+
+    def write(self, row: tuple[Any, ...]) -> None:
+        with self.lock:
+            if self.closed:
+                raise ValueError(f"{self.path}: row for trigger index {row[2]} of camera {row[0]} "
+                                 f"after the table was closed")
+            self._csv.writerow(row)
+
+    def write_many(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.lock:
+            self._csv.writerows(rows)
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self._file.close()
 
 
 class _CameraTrack:
-    """One camera's video, written by its own thread."""
+    """One camera: its cursor, its pixel buffer and its video, read and written by its own thread
+    (started once the camera's store is open)."""
 
-    def __init__(self, path: Path, rig: RigConfig, camera: str) -> None:
+    def __init__(self, camera: str, rig: RigConfig, rows: _Rows, video: Path | None) -> None:
         cfg = rig.camera(camera)
-        self.writer = VideoWriter(path, cfg.width, cfg.height, cfg.channels, rig.recording.codec,
-                                  rig.trigger.rate_hz, rig.recording.crf)
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self.camera = camera
+        self.rows = rows
+        self.writer: VideoWriter | None = None
+        if video is not None:
+            self.writer = VideoWriter(video, cfg.width, cfg.height, cfg.channels,
+                                      rig.recording.codec, rig.trigger.rate_hz, rig.recording.crf)
+        self.cursor: StoreCursor | None = None
+        self.buf: np.ndarray | None = None
+        """(height, width[, channels]) pixels of the frame being encoded; one per camera."""
         self.frames = 0
-        self.dropped: list[int] = []
-        self.last_index = -1
+        """Frame records read (with pixels), whether or not a video is written."""
+        self.dropped = 0
+        """Drop notices of the camera (incomplete images included)."""
+        self.overruns = 0
+        self.lost = 0
+        self.taken = 0
+        """Records read, of every state (the main thread's measure of progress)."""
+        self.next_row = 0
+        """The trigger index after the last row this camera's thread wrote."""
         self.error: str | None = None
-        self.thread = threading.Thread(target=self._encode, name=f"rec-{camera}", daemon=True)
+        """Why the video stopped (the tables go on)."""
+        self.failure: str | None = None
+        """Why the thread stopped (the recording cannot go on for this camera)."""
+        self.finished = False
+        self.wake = threading.Event()
+        self.quit = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._recent_lock = threading.Lock()
+        self._dropped_recent: deque[int] = deque(maxlen=RECENT)
+        self._overrun_recent: deque[int] = deque(maxlen=RECENT)
+        self._range = (-1, -1)
+        self.overrun_ranges = 0
+        self._quiet = [0, 0]  # overrun ranges and indices not logged yet
+        self._last_log = 0.0
+
+    def start(self, store: FrameStore, copy_pixels: bool) -> None:
+        self.cursor = StoreCursor(store)
+        if copy_pixels:
+            self.buf = np.empty(store.layout.frame_shape, store.layout.dtype)
+        self.thread = threading.Thread(target=self._run, name=f"rec-{self.camera}", daemon=True)
         self.thread.start()
 
-    def _encode(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                break
-            if self.error is None:
-                try:
-                    self.writer.write(item.pixels)
-                except Exception as exc:  # keep the tables going even if a video fails
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    logger.exception("recorder: video %s failed", self.writer.path)
-        self.writer.close()
+    @property
+    def backlog(self) -> int:
+        """Indices written to the store and not read yet (head - cursor)."""
+        return self.cursor.backlog if self.cursor is not None else 0
 
-    def finish(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+    def recent(self) -> tuple[list[int], list[int]]:
+        """The last dropped and overrun indices (oldest first)."""
+        with self._recent_lock:
+            return list(self._dropped_recent), list(self._overrun_recent)
+
+    # -- the camera's thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        cursor, buf = self.cursor, self.buf
+        assert cursor is not None
+        try:
+            while not self.quit.is_set():
+                rec = cursor.take(out=buf)
+                if rec is None:
+                    self.wake.clear()  # then look once more, so a wake-up between is not missed
+                    rec = cursor.take(out=buf)
+                    if rec is None:
+                        if self._stream_over(cursor):
+                            self.finished = True
+                            break
+                        self.wake.wait(IDLE_WAIT_S)
+                        continue
+                self._record(rec)
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            logger.exception("recorder: camera %s stopped at trigger index %d", self.camera,
+                             self.next_row)
+        finally:
+            self._close_range()
+            self._log_quiet(force=True)
+
+    @staticmethod
+    def _stream_over(cursor: StoreCursor) -> bool:
+        """Every index of an ended stream read, or its writer died and all it wrote was read."""
+        store = cursor.store
+        return cursor.done or (store.ended and cursor.next >= store.head)
+
+    def _record(self, rec: Record) -> None:
+        n = rec.index
+        if rec.state == "overrun":
+            self._overrun(n)
+            row = _no_frame_row(self.camera, n, lost=False)
+        else:
+            if self._range[0] >= 0:
+                self._close_range()
+            assert rec.fields is not None
+            _, frame_id, t_camera_ns, t_pi_ns, t_host_ns, flags = rec.fields[:6].tolist()
+            video_frame = -1
+            if rec.state == "frame":
+                self.frames += 1
+                if self.writer is not None and self.error is None:
+                    video_frame = self._encode(rec.pixels)
+            else:
+                self.dropped += 1
+                with self._recent_lock:
+                    self._dropped_recent.append(n)
+            row = (self.camera, frame_id, n, t_camera_ns, t_pi_ns, t_host_ns, video_frame,
+                   int(rec.state == "notice"), int(bool(flags & FLAG_INCOMPLETE)),
+                   int(bool(flags & FLAG_TIMING)), 0, 0)
+        self.rows.write(row)
+        self.next_row = n + 1
+        self.taken += 1
+
+    def _encode(self, pixels: np.ndarray | None) -> int:
+        assert self.writer is not None and pixels is not None
+        try:
+            return self.writer.write(pixels)
+        except Exception as exc:  # keep the tables going even if a video fails
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("recorder: video %s failed at frame %d", self.writer.path,
+                             self.writer.frames_written)
+            return -1
+
+    def _overrun(self, n: int) -> None:
+        self.overruns += 1
+        with self._recent_lock:
+            self._overrun_recent.append(n)
+            self._dropped_recent.append(n)
+        start, end = self._range
+        if start >= 0 and n == end + 1:
+            self._range = (start, n)
+        else:
+            self._close_range()
+            self._range = (n, n)
+
+    def _close_range(self) -> None:
+        """Log the range of overrun indices that just ended (the first few, then rate-limited)."""
+        start, end = self._range
+        if start < 0:
+            return
+        self._range = (-1, -1)
+        self.overrun_ranges += 1
+        if self.overrun_ranges <= OVERRUN_LOG_FIRST:
+            assert self.cursor is not None
+            logger.warning("recorder: camera %s fell more than its store (%d frames) behind: trigger "
+                           "indices %d..%d (%d) were overwritten before they were recorded (overrun "
+                           "rows)%s", self.camera, self.cursor.store.capacity, start, end,
+                           end - start + 1, "; further overruns are logged every "
+                           f"{OVERRUN_LOG_EVERY_S:g} s" if self.overrun_ranges == OVERRUN_LOG_FIRST
+                           else "")
+            self._last_log = time.monotonic()
+            return
+        self._quiet[0] += 1
+        self._quiet[1] += end - start + 1
+        self._log_quiet()
+
+    def _log_quiet(self, force: bool = False) -> None:
+        ranges, indices = self._quiet
+        if ranges and (force or time.monotonic() - self._last_log >= OVERRUN_LOG_EVERY_S):
+            logger.warning("recorder: camera %s: %d more overrun range(s), %d trigger indices, up "
+                           "to index %d (%d overruns in all)", self.camera, ranges, indices,
+                           self.next_row - 1, self.overruns)
+            self._quiet = [0, 0]
+            self._last_log = time.monotonic()
+
+    # -- end ---------------------------------------------------------------------------------------
+
+    def stop(self) -> bool:
+        """Stop the thread (after the record it is on); False if it did not stop in time."""
+        self.quit.set()
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(JOIN_TIMEOUT_S)
+            if self.thread.is_alive():
+                logger.error("recorder: camera %s's thread did not stop within %g s (stuck in its "
+                             "video writer?); its video is left open", self.camera, JOIN_TIMEOUT_S)
+                return False
+        return True
+
+    def lost_rows(self, pulses: int) -> list[tuple[Any, ...]]:
+        """Rows for the pulses after this camera's last row that no record came for."""
+        rows = [_no_frame_row(self.camera, n, lost=True) for n in range(self.next_row, pulses)]
+        if rows:
+            self.lost += len(rows)
+            with self._recent_lock:
+                self._dropped_recent.extend(range(max(self.next_row, pulses - RECENT), pulses))
+            logger.warning("recorder: camera %s: no record for trigger indices %d..%d (%d pulses): "
+                           "written as lost_in_transport", self.camera, self.next_row, pulses - 1,
+                           len(rows))
+            self.next_row = pulses
+        return rows
 
 
 class Recorder:
@@ -86,44 +324,61 @@ class Recorder:
         self.rig = rig
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.video = rig.recording.video == "on"
         ctx = ctx or zmq.Context.instance()
-        self.frames = FrameReceiver(rig, run, ctx, "recorder")
         self.pulse_sock = subscriber(ctx, rig.address("pulses", run), hwm=100_000)
         self.pulse_malformed = protocol.MalformedCounter("recorder pulses")
         self.status = StatusReporter(ctx, status_address, "recorder")
         self.control = ControlListener(ctx, status_address and rig.address("control", run),
                                        "recorder")
-        self.tracks = {c.name: _CameraTrack(self.out / "video" / f"{c.name}.mkv", rig, c.name)
-                       for c in rig.cameras}
-        self._frames_file = open(self.out / "frames.csv", "w", newline="")  # noqa: SIM115
-        self._frames_csv = csv.writer(self._frames_file)
-        self._frames_csv.writerow(FRAME_COLUMNS)
+        self._rows = _Rows(self.out / "frames.csv")
         self._pulses_file = open(self.out / "pulses.csv", "w", newline="")  # noqa: SIM115
         self._pulses_csv = csv.writer(self._pulses_file)
         self._pulses_csv.writerow(("index", "t_pi_ns", "line"))
         self.pulses = {"camera": 0, "sync": 0}
+        self.tracks = {c.name: _CameraTrack(c.name, rig, self._rows,
+                                            self.out / "video" / f"{c.name}.mkv" if self.video else None)
+                       for c in rig.cameras}
+        # Last: opening a store subscribes to its camera node, which may then start acquiring.
+        self.stores = CameraStores(rig, run, ctx, "recorder")
+        self._start_opened()
         self._last_flush = time.monotonic()
-        self._closed = False
+        self._final: dict[str, Any] | None = None
+
+    def _start_opened(self) -> None:
+        for cam, store in self.stores.stores.items():
+            track = self.tracks[cam]
+            if track.cursor is None:
+                track.start(store, copy_pixels=self.video)
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
         waiting = StopWait(self.control, stop or threading.Event())
         self.status.report("ready", **self.summary())
+        taken = 0
         try:
-            while not self.frames.all_ended:
+            while not all(t.finished for t in self.tracks.values()):
                 waiting.poll()
                 if waiting.expired:
-                    logger.warning("recorder: cameras %s never ended their streams",
-                                   sorted(set(self.frames.cameras) - self.frames.ended))
+                    logger.warning("recorder: cameras %s did not finish their streams within %g s "
+                                   "of the stop or their last frame",
+                                   sorted(c for c, t in self.tracks.items() if not t.finished),
+                                   waiting.idle_s)
                     break
-                got = self.frames.recv(timeout_ms=20)
-                if got is not None:
-                    self._record(got)
+                if self.stores.wait(timeout_ms=WAIT_MS):
+                    for track in self.tracks.values():
+                        track.wake.set()
+                self._start_opened()
+                now = sum(t.taken for t in self.tracks.values())
+                if now != taken:
+                    taken = now
                     waiting.progressed()  # still catching up: keep waiting
+                failed = {c: t.failure for c, t in self.tracks.items() if t.failure}
+                if failed:
+                    raise RuntimeError(f"recorder: camera thread(s) failed: {failed}")
                 self._drain_pulses()
                 if time.monotonic() - self._last_flush > self.rig.recording.flush_interval_s:
                     self._flush()
                 self.status.heartbeat(self.summary)
-            self._drain_pulses()
             summary = self.close()
             self.status.report("done", **summary)
             return summary
@@ -135,76 +390,59 @@ class Recorder:
         finally:
             self.status.close()
 
-    def _record(self, got: Received) -> None:
-        h = got.header
-        eos = bool(h.flags & FLAG_EOS)
-        track = self.tracks[h.camera]
-        # Trigger indices skipped without a notice were lost between node and recorder; the
-        # end-of-stream notice names the stream's last index, so losses just before it count.
-        self._write_lost(h.camera, track, h.trigger_index + 1 if eos else h.trigger_index)
-        track.last_index = max(track.last_index, h.trigger_index)
-        if eos:
-            return
-        if got.pixels is None:
-            track.dropped.append(h.trigger_index)
-            self._frames_csv.writerow(frame_row(h, -1))
-            return
-        self._frames_csv.writerow(frame_row(h, track.frames))
-        track.frames += 1
-        track.queue.put(got)
-
-    def _write_lost(self, camera: str, track: _CameraTrack, upto: int) -> None:
-        """Rows for trigger indices after the camera's last one and before ``upto``."""
-        for n in range(track.last_index + 1, upto):
-            lost = FrameHeader(camera=camera, seq=-1, frame_id=-1, trigger_index=n,
-                               t_camera_ns=-1, t_host_ns=-1, width=0, height=0,
-                               flags=FLAG_DROPPED)
-            track.dropped.append(n)
-            self._frames_csv.writerow(frame_row(lost, -1, lost=True))
-        track.last_index = max(track.last_index, upto - 1)
-
     def _drain_pulses(self) -> None:
         for pulse in received(self.pulse_sock, protocol.Pulse, self.pulse_malformed):
             self._pulses_csv.writerow((pulse.index, pulse.t_pi_ns, pulse.line))
             self.pulses[pulse.line] = self.pulses.get(pulse.line, 0) + 1
 
     def _flush(self) -> None:
-        self._frames_file.flush()
+        self._rows.flush()
         self._pulses_file.flush()
         self._last_flush = time.monotonic()
 
     def summary(self) -> dict[str, Any]:
+        """Per camera counts and the last indices, the stores' state, the pulses."""
+        if self._final is not None:
+            return self._final
+        recent = {c: t.recent() for c, t in self.tracks.items()}
         return {
             "frames": {c: t.frames for c, t in self.tracks.items()},
-            "frames_dropped": {c: len(t.dropped) for c, t in self.tracks.items()},
-            "dropped_indices": {c: t.dropped[-1000:] for c, t in self.tracks.items()},
+            "frames_dropped": {c: t.dropped + t.overruns + t.lost for c, t in self.tracks.items()},
+            "dropped_indices": {c: r[0] for c, r in recent.items()},
+            "overruns": {c: t.overruns for c, t in self.tracks.items()},
+            "overrun_indices": {c: r[1] for c, r in recent.items()},
+            "lost_in_transport": {c: t.lost for c, t in self.tracks.items()},
+            "encode_backlog": {c: t.backlog for c, t in self.tracks.items()},
             "pulses": dict(self.pulses),
+            "video": "on" if self.video else "off",
             "video_errors": {c: t.error for c, t in self.tracks.items() if t.error},
-            "encode_backlog": {c: t.queue.qsize() for c, t in self.tracks.items()},
-            **self.frames.stats(),
+            **self.stores.stats(),
             "malformed_pulses": self.pulse_malformed.as_dict(),
         }
 
     def close(self) -> dict[str, Any]:
         """Finish the videos and tables; idempotent. Returns the recording's summary."""
-        if self._closed:
-            return self.summary()
-        self._closed = True
+        if self._final is not None:
+            return self._final
+        stopped = {c: t.stop() for c, t in self.tracks.items()}
         self._drain_pulses()
-        for camera, track in self.tracks.items():
-            # Pulses no frame or notice ever came for (a stream that never ended): say so.
-            self._write_lost(camera, track, self.pulses.get("camera", 0))
-            track.finish()
-        self._flush()
-        self._frames_file.close()
-        self._pulses_file.close()
+        for track in self.tracks.values():
+            # Pulses no frame or notice ever came for (a camera node that died): say so.
+            self._rows.write_many(track.lost_rows(self.pulses.get("camera", 0)))
+        for cam, track in self.tracks.items():
+            if track.writer is not None and stopped[cam]:
+                track.writer.close()
         summary = self.summary()
-        summary.update(codec=self.rig.recording.codec,
-                       lossless=self.rig.recording.codec in LOSSLESS,
+        self._flush()
+        self._rows.close()
+        self._pulses_file.close()
+        summary.update(codec=self.rig.recording.codec if self.video else None,
+                       lossless=self.rig.recording.codec in LOSSLESS if self.video else None,
                        videos={c: str(t.writer.path.relative_to(self.out))
-                               for c, t in self.tracks.items()})
+                               for c, t in self.tracks.items() if t.writer is not None})
         (self.out / "recording.json").write_text(json.dumps(summary, indent=2))
-        for part in (self.frames, self.control):
+        self._final = summary
+        for part in (self.stores, self.control):
             part.close()
         self.pulse_sock.close()
         return summary

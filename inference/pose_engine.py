@@ -2,11 +2,15 @@
 
 It subscribes to the assembler's frame sets, and on each turn drains what has queued and runs
 only the newest set, so latency never grows with a backlog; the sets it passed over are
-counted from the frame-set sequence numbers (``skipped``). All views of a set go through the
-engine as one batch. Keypoints are mapped back to each camera's full-frame pixels and
-published as :class:`~rigstream.protocol.Pose2D`, and written to ``pose2d.csv`` (one row per
-frame set and camera, DeepLabCut-style ``<kp>_x, <kp>_y, <kp>_likelihood`` columns) with the
-per-set timing in ``pose_timing.csv``.
+counted from the frame-set sequence numbers (``skipped``). A frame set carries no pixels, only
+each view's slot in its camera's shared-memory frame store: the engine preprocesses the views
+straight from the slots into its batch and then checks that each slot still holds its frame (a
+view overwritten meanwhile, because the engine ran a whole ring behind, is posed as missing
+and counted in ``overwritten``). All views of a set go through the engine as one batch.
+Keypoints are mapped back to each camera's full-frame pixels and published as
+:class:`~rigstream.protocol.Pose2D`, and written to ``pose2d.csv`` (one row per frame set and
+camera, DeepLabCut-style ``<kp>_x, <kp>_y, <kp>_likelihood`` columns) with the per-set timing
+in ``pose_timing.csv``.
 
 With a calibration in the rig, the same process then triangulates the views (confidence
 weighted, worst view dropped where it disagrees), optionally filters and predicts ahead, and
@@ -37,7 +41,8 @@ import zmq
 from rigstream import protocol
 from rigstream.calibration import CalibrationError
 from rigstream.config import ConfigError, RigConfig
-from rigstream.frames import StopWait
+from rigstream.frames import CameraStores, StopWait
+from rigstream.framestore import FrameStore
 from rigstream.inference.actions import ActionRunner, Chain
 from rigstream.inference.engines import Engine, open_engine
 from rigstream.inference.filters import PoseFilter, make_filter
@@ -58,6 +63,10 @@ from rigstream.transport import (
 )
 
 logger = logging.getLogger(__name__)
+
+LOG_FIRST = 5
+LOG_EVERY_S = 10.0
+"""Views lost to an overwritten slot: the first few are logged, then one line this often."""
 
 FINISH_IDLE_S = 1.0
 """After a stop, finish once the last pulse's set was seen and nothing came for this long."""
@@ -167,6 +176,9 @@ class PoseEngineNode:
         self.keypoints = self.plan.model.keypoints
         self.model_name = self.plan.model.card.name
         self.sub = subscriber(ctx, rig.address("framesets", run), hwm=8)
+        self.stores = CameraStores(rig, run, ctx, "pose")
+        """The cameras' frame stores, whose slots the frame sets name (read in place)."""
+        self._camera_index = {c: i for i, c in enumerate(self.cameras)}
         self.pub = Publisher(ctx, rig.address("poses", run), hwm=1000)
         self.status = StatusReporter(ctx, status_address, "pose")
         self.control = ControlListener(ctx, status_address and rig.address("control", run), "pose")
@@ -177,6 +189,12 @@ class PoseEngineNode:
         self.posed = 0
         self.skipped = 0
         self.out_of_order = 0
+        self.overwritten: dict[str, int] = dict.fromkeys(self.cameras, 0)
+        """Views whose slot was overwritten before (or while) the engine read them: posed
+        without that camera."""
+        self.no_store: dict[str, int] = dict.fromkeys(self.cameras, 0)
+        """Views of a camera whose frame store could not be opened."""
+        self._lost_logged_at = 0.0
         self.last_set_seq = -1
         self.last_index = -1
         self.latency_ms: list[float] = []
@@ -255,6 +273,7 @@ class PoseEngineNode:
                     waiting.progressed()
                 if self.actions is not None:
                     self.actions.poll()
+                self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
                 self.pub.poll_subscriptions()
                 self.status.heartbeat(self.summary)
             if self.actions is not None:
@@ -296,17 +315,15 @@ class PoseEngineNode:
                            head.trigger_index, head.seq, self.last_index, self.last_set_seq)
             return False
         skipped = head.seq - self.last_set_seq - 1 if self.last_set_seq >= 0 else head.seq
-        self._set_times = (max((h.t_host_ns for h, _ in views), default=-1), t_set_ns)
+        self._set_times = (max((h.t_host_ns for h in views), default=-1), t_set_ns)
         self.skipped += skipped
         present = np.zeros(len(self.cameras), bool)
-        for h, pixels in views:
-            try:
-                i = self.cameras.index(h.camera)
-            except ValueError:
+        for h in views:
+            i = self._camera_index.get(h.camera)
+            if i is None:
                 self.malformed(protocol.ProtocolError("unknown-camera", h.camera))
                 continue
-            self.plan.transforms[i].apply(pixels, self.batch[i])
-            present[i] = True
+            present[i] = self._read_view(i, h)
         t_infer = time.perf_counter()
         out = self.engine.infer(self.batch)
         t_post = time.perf_counter()
@@ -344,6 +361,48 @@ class PoseEngineNode:
             if self.rules is not None and self._rules_3d:
                 self._run_rules(msg3d, msg.t_host_ns, msg3d.t_host_ns)
         return True
+
+    def _read_view(self, i: int, h: protocol.FrameHeader) -> bool:
+        """Preprocess camera ``i``'s frame straight from its store slot into ``batch[i]``;
+        False (the set is posed without the view) if the slot no longer holds the frame,
+        before or after the read."""
+        store = self._store(h.camera)
+        n = h.trigger_index
+        if store is None:
+            self.no_store[h.camera] += 1
+            self._log_lost(h, "its frame store is not open")
+            return False
+        if h.slot != n % store.capacity:
+            self.malformed(protocol.ProtocolError(
+                "invalid", f"{h.camera} frame {n}: slot {h.slot}, its store has {store.capacity} "
+                f"slots (slot {n % store.capacity})"))
+            return False
+        if not store.holds(n):
+            self.overwritten[h.camera] += 1
+            self._log_lost(h, "its slot was overwritten before the engine read it")
+            return False
+        self.plan.transforms[i].apply(store.pixels(n), self.batch[i])
+        if not store.holds(n):  # overwritten while it was read: the batch row is torn
+            self.overwritten[h.camera] += 1
+            self._log_lost(h, "its slot was overwritten while the engine read it")
+            return False
+        return True
+
+    def _store(self, camera: str) -> FrameStore | None:
+        store = self.stores.stores.get(camera)
+        if store is None:
+            self.stores.open_pending()
+            store = self.stores.stores.get(camera)
+        return store
+
+    def _log_lost(self, h: protocol.FrameHeader, why: str) -> None:
+        lost = sum(self.overwritten.values()) + sum(self.no_store.values())
+        now = time.monotonic()
+        if lost <= LOG_FIRST or now - self._lost_logged_at > LOG_EVERY_S:
+            self._lost_logged_at = now
+            logger.warning("pose: frame set %d posed without %s: %s (%d view(s) lost so far; "
+                           "the engine runs more than the store's ring behind the cameras?)",
+                           h.trigger_index, h.camera, why, lost)
 
     def _run_rules(self, pose: Pose2D | Pose3D, t_pose2d_ns: int, t_pose3d_ns: int) -> None:
         """Evaluate the rules on ``pose`` and carry out what fires, timing the chain."""
@@ -410,9 +469,11 @@ class PoseEngineNode:
             "input": list(self.engine.input_shape),
             "framesets_posed": self.posed, "framesets_skipped": self.skipped,
             "out_of_order": self.out_of_order, "last_trigger_index": self.last_index,
+            "overwritten": dict(self.overwritten), "no_store": dict(self.no_store),
             "latency_ms": latency_stats(self.latency_ms, count=True),
             "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_ms.items()},
             "malformed": self.malformed.as_dict(),
+            "stores": self.stores.stats(),
             **({"pose3d": self.summary_3d()} if self.tri is not None else {}),
             **(self.summary_rules() if self.rules is not None else {}),
         }
@@ -445,7 +506,7 @@ class PoseEngineNode:
             self.actions.close()
         self._close_files()
         self.sub.close(linger=0)
-        for part in (self.pub, self.status, self.control):
+        for part in (self.stores, self.pub, self.status, self.control):
             part.close()
         self.engine.close()
 

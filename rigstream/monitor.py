@@ -4,11 +4,14 @@ Two threads share one :class:`MonitorState`:
 
 - the receive loop (:meth:`Monitor.run_forever`, the calling thread) drains every socket it
   reads on each turn: the cameras' frames, the pose engine's Pose2D/Pose3D, the rule firings
-  and the supervisor's health. It is a latest-wins consumer: it keeps the newest
-  :data:`RING_FRAMES` frames per camera and a thinned history of a few seconds (the zmq
-  buffers they arrived in, no copy; so a frame can be shown with its own keypoints while the
-  pose engine runs behind) and lets the rest go, so a monitor never backs up a camera node's
-  queue however slow its browsers are.
+  and the supervisor's health. It is a latest-wins consumer: on each turn it copies each
+  camera's newest frame, if it has not got it yet, out of the camera's shared-memory frame
+  store (:mod:`rigstream.framestore`) into a buffer of its own (a pool per camera, reused in
+  ring order; nothing is allocated per frame), keeps the newest :data:`RING_FRAMES` frames
+  taken per camera and a thinned history of a few seconds (so a frame can be shown with its
+  own keypoints while the pose engine runs behind) and lets the rest go. A monitor never holds
+  back a camera node however slow its browsers are: readers of a store never make its writer
+  wait.
 - the web server (aiohttp, its own thread and event loop) serves the page and a JSON API.
   Frames are pulled: a tile asks ``/api/frame/<camera>?after=<trigger_index>`` and gets a
   newer frame as a JPEG (long-polled up to :data:`LONG_POLL_S`; while poses flow, the frame
@@ -59,9 +62,10 @@ from aiohttp import web
 
 from rigstream import protocol
 from rigstream.config import InputError, RigConfig
-from rigstream.frames import FrameReceiver
+from rigstream.frames import CameraStores
+from rigstream.framestore import FrameStore
 from rigstream.latency import latency_stats
-from rigstream.protocol import FLAG_EOS, Command, Event, FrameHeader, Pose2D, Pose3D, Status
+from rigstream.protocol import Command, Event, FrameHeader, Pose2D, Pose3D, Status
 from rigstream.transport import (
     ControlListener,
     CurveClientKeys,
@@ -75,7 +79,13 @@ from rigstream.transport import (
 logger = logging.getLogger(__name__)
 
 RING_FRAMES = 16
-"""Newest frames kept per camera, every one (so a frame can be shown with its own Pose2D)."""
+"""Newest frames taken kept per camera (so a frame can be shown with its own Pose2D)."""
+RING_SPARE = 16
+"""Pool buffers per camera beyond RING_FRAMES: a frame that left the ring is overwritten only
+after this many newer frames, so one the web server picked just before is not torn while it
+is encoded."""
+HISTORY_SPARE = 4
+"""The same for the history's buffers (which take HISTORY_FPS frames a second)."""
 HISTORY_S = 5.0
 HISTORY_FPS = 20.0
 """Older frames are kept, this many a second, for this long (the pose engine may lag)..."""
@@ -94,7 +104,6 @@ LATENCY_SAMPLES = 500
 """Latencies kept for the histogram (per series)."""
 EVENTS_KEPT = 200
 EVENTS_SHOWN = 50
-FRAMES_PER_TURN = 1000
 TOKEN_COOKIE = "rigstream_monitor_token"
 TTL_WIDTH_MS = 10.0
 """Width of the test TTL pulse that the page's button fires."""
@@ -152,7 +161,7 @@ class ShownFrame:
 
     header: FrameHeader
     pixels: np.ndarray
-    """(height, width[, 3]) view into the zmq buffer it arrived in."""
+    """(height, width[, 3]) one of its camera feed's buffers (see RING_SPARE)."""
     pose_index: int | None = None
     """Trigger index of the Pose2D whose keypoints go with it (None: no recent pose)."""
     keypoints: list[list[float]] | None = None
@@ -163,9 +172,16 @@ Kept = tuple[FrameHeader, np.ndarray]
 
 
 class CameraFeed:
-    """The frames of one camera the monitor holds: every one of the newest RING_FRAMES, and
-    before them a history thinned to HISTORY_FPS for HISTORY_S (so a frame can still be shown
-    with its keypoints when the pose engine runs seconds behind), in at most ``budget_bytes``."""
+    """The frames of one camera the monitor holds: every one of the newest RING_FRAMES it took,
+    and before them a history thinned to HISTORY_FPS for HISTORY_S (so a frame can still be
+    shown with its keypoints when the pose engine runs seconds behind), in at most
+    ``budget_bytes``.
+
+    The pixels live in buffers the feed owns, allocated once (on the first frame, in its
+    store's shape) and reused in ring order: the receive loop copies a frame from the store
+    into the buffer :meth:`claim` gives, then :meth:`add` holds it; a frame moving from the
+    ring into the history is copied into the history's own buffers (at most HISTORY_FPS a
+    second)."""
 
     def __init__(self, rate_hz: float, frame_bytes: int, budget_bytes: int) -> None:
         self.ring: collections.deque[Kept] = collections.deque(maxlen=RING_FRAMES)
@@ -173,18 +189,49 @@ class CameraFeed:
         """Trigger indices between two history frames."""
         depth = max(1, min(round(HISTORY_S * HISTORY_FPS), budget_bytes // max(frame_bytes, 1)))
         self.history: collections.deque[Kept] = collections.deque(maxlen=depth)
+        self._pool: list[np.ndarray] = []
+        self._history_pool: list[np.ndarray] = []
+        self._taken = 0
+        self._kept = 0
         self.received = 0
+        """Frames taken."""
+        self.skipped = 0
+        """Trigger indices passed over because a newer one was there first (latest-wins)."""
+        self.lost = 0
+        """Frames overwritten in the store while the monitor copied them."""
         self.drop_notices = 0
+        self.newest_read = -1
+        """The newest trigger index looked at (a frame taken or lost, or a notice)."""
         self.ended = False
         self.arrivals: collections.deque[float] = collections.deque(maxlen=256)
         """Receive times (monotonic s) of the latest frames, for the monitor's own frame rate."""
 
+    def claim(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        """The buffer the next frame is copied into: held by neither the ring nor the history,
+        and not by any of the last RING_SPARE frames that left the ring."""
+        if not self._pool:
+            n = self.ring.maxlen or RING_FRAMES
+            self._pool = [np.empty(shape, dtype) for _ in range(n + RING_SPARE)]
+            self._history_pool = [np.empty(shape, dtype)
+                                  for _ in range((self.history.maxlen or 1) + HISTORY_SPARE)]
+        return self._pool[self._taken % len(self._pool)]
+
+    def saw(self, index: int) -> None:
+        """Trigger ``index`` is the newest looked at (what came between was skipped)."""
+        self.skipped += max(0, index - self.newest_read - 1)
+        self.newest_read = max(self.newest_read, index)
+
     def add(self, header: FrameHeader, pixels: np.ndarray) -> None:
+        """Hold a frame; ``pixels`` is the buffer :meth:`claim` returned, filled."""
         if len(self.ring) == self.ring.maxlen:
             oldest = self.ring[0]
             if not self.history or oldest[0].trigger_index >= self.history[-1][0].trigger_index + self.step:
-                self.history.append(oldest)
+                kept = self._history_pool[self._kept % len(self._history_pool)]
+                np.copyto(kept, oldest[1])
+                self._kept += 1
+                self.history.append((oldest[0], kept))
         self.ring.append((header, pixels))
+        self._taken += 1
         self.received += 1
         self.arrivals.append(time.monotonic())
 
@@ -244,14 +291,26 @@ class MonitorState:
     # -- inputs (receive loop) -------------------------------------------------------------
 
     def add_frame(self, header: FrameHeader, pixels: np.ndarray | None) -> None:
+        """The newest index of a camera: a frame copied into its feed's :meth:`CameraFeed.claim`
+        buffer, or a drop notice (no pixels)."""
         feed = self.feeds[header.camera]
         with self.lock:
-            if header.flags & FLAG_EOS:
-                feed.ended = True
-            elif pixels is None:
+            feed.saw(header.trigger_index)
+            if pixels is None:
                 feed.drop_notices += 1
             else:
                 feed.add(header, pixels)
+
+    def frame_lost(self, camera: str, index: int) -> None:
+        """The newest index of a camera was overwritten in its store while it was copied."""
+        feed = self.feeds[camera]
+        with self.lock:
+            feed.saw(index)
+            feed.lost += 1
+
+    def camera_ended(self, camera: str) -> None:
+        with self.lock:
+            self.feeds[camera].ended = True
 
     def add_pose(self, msg: Pose2D | Pose3D) -> None:
         with self.lock:
@@ -690,7 +749,7 @@ class Monitor:
         self.curve = curve if curve is not None else trigger_client_keys(rig)
         self.state = MonitorState(rig)
         self.waker = Waker()
-        self.frames = FrameReceiver(rig, run, self.ctx, "monitor frames")
+        self.frames = CameraStores(rig, run, self.ctx, "monitor frames")
         self.poses = subscriber(self.ctx, rig.address("poses", run), hwm=1000)
         self.rule_events = subscriber(self.ctx, rig.address("rule_events", run), hwm=1000)
         self.health = subscriber(self.ctx, rig.address("health", run), hwm=100)
@@ -748,14 +807,12 @@ class Monitor:
             self.close()
 
     def drain(self) -> None:
-        """Take what has arrived on every socket (never blocks; at most FRAMES_PER_TURN
-        frames, so a flood of frames cannot starve the other sockets)."""
-        for _ in range(FRAMES_PER_TURN):
-            got = self.frames.recv(timeout_ms=0)
-            if got is None:
-                break
-            self.state.add_frame(got.header, got.pixels)
-            self.waker.notify(got.header.camera)
+        """Take what has arrived on every socket and each camera's newest frame (never
+        blocks; one frame per camera, so a flood of frames cannot starve the other sockets)."""
+        self.frames.wait(0)  # the camera headers only wake the loop; opens stores made since
+        for camera, store in self.frames.stores.items():
+            if self._take_newest(camera, store):
+                self.waker.notify(camera)
         for msg in received(self.poses, (Pose2D, Pose3D), self.malformed["poses"]):
             self.state.add_pose(msg)
             self.waker.notify("pose2d" if isinstance(msg, Pose2D) else "pose3d")
@@ -764,6 +821,26 @@ class Monitor:
         for msg in received(self.health, Status, self.malformed["health"]):
             if msg.component == "session":
                 self._take("health", self.state.add_health, msg)
+
+    def _take_newest(self, camera: str, store: FrameStore) -> bool:
+        """Copy the newest index of ``camera``'s store into its feed if the feed has not looked
+        at it yet; True if a frame was taken. A frame overwritten while it was copied is counted
+        as lost (its buffer is reused for the next)."""
+        feed = self.state.feeds[camera]
+        if not feed.ended and store.ended:
+            self.state.camera_ended(camera)
+        n = store.head - 1
+        if n <= feed.newest_read:
+            return False
+        layout = store.layout
+        rec = store.read(n, out=feed.claim(layout.frame_shape, layout.dtype))
+        if rec is None:
+            return False
+        if rec.state == "overrun":
+            self.state.frame_lost(camera, n)
+            return False
+        self.state.add_frame(rec.header(camera, layout), rec.pixels)
+        return rec.state == "frame"
 
     def _take(self, name: str, add: Callable[[Any], None], msg: Event | Status) -> None:
         """``add(msg)``; free-form contents (Event.data, Status.stats) that do not have the
@@ -777,7 +854,8 @@ class Monitor:
         feeds = self.state.feeds
         return {
             "frames_received": {c: f.received for c, f in feeds.items()},
-            "frames_lost": dict(self.frames.seq_gaps),
+            "frames_skipped": {c: f.skipped for c, f in feeds.items()},
+            "frames_lost": {c: f.lost for c, f in feeds.items()},
             "frames_served": dict(self.state.served),
             "malformed": {"frames": self.frames.malformed.as_dict(),
                           **{k: v.as_dict() for k, v in self.malformed.items()},

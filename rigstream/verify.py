@@ -1,6 +1,9 @@
 """Check a recorded session folder: every pulse accounted for per camera, one row per
-(camera, trigger_index), videos that decode to exactly their rows, clips that hold exactly
-their windows; for the simulated rig, optionally, pixels equal to what the cameras rendered.
+(camera, trigger_index), videos that decode to exactly their rows (a session recorded with
+``recording.video: off`` has no whole-session video: its rows must name none), clips that hold
+exactly their windows; for the simulated rig, optionally, pixels equal to what the cameras
+rendered. Rows without a frame are counted by reason: the camera's drop notice, no record at
+all (``lost_in_transport``), or overwritten before the recorder read it (``overrun``).
 """
 
 from __future__ import annotations
@@ -37,9 +40,28 @@ def _check_video(video: Path, rows: list[dict[str, str]], camera: str, truth: An
     return decoded
 
 
+def _lost_by_reason(camera: str, rows: list[dict[str, str]], problems: list[str]) -> dict[str, int]:
+    """Rows without a frame by reason: ``camera`` (its drop notice), ``lost_in_transport``,
+    ``overrun`` (tables written before the ``overrun`` column have none)."""
+    lost = {"camera": 0, "lost_in_transport": 0, "overrun": 0}
+    for r in rows:
+        if r["dropped"] != "1":
+            if r.get("lost_in_transport") == "1" or r.get("overrun") == "1":
+                problems.append(f"{camera}: trigger index {r['trigger_index']} is marked lost or "
+                                f"overrun but not dropped")
+            continue
+        if r.get("overrun") == "1":
+            lost["overrun"] += 1
+        elif r.get("lost_in_transport") == "1":
+            lost["lost_in_transport"] += 1
+        else:
+            lost["camera"] += 1
+    return lost
+
+
 def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
-    """A report: per camera rows, frames, drops and decoded frames; ``problems`` lists what is
-    wrong (empty for a sound session)."""
+    """A report: per camera rows, frames, drops (``lost``: by reason) and decoded frames (None
+    for a session without video); ``problems`` lists what is wrong (empty for a sound session)."""
     folder = Path(folder)
     rig = load_rig(folder / "rig.yaml")
     renderer = None
@@ -51,6 +73,7 @@ def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
     with open(folder / "pulses.csv", newline="") as f:
         pulses = sum(1 for r in csv.DictReader(f) if r["line"] == "camera")
     rows = _rows(folder / "frames.csv")
+    video_on = rig.recording.video == "on"
     cameras: dict[str, Any] = {}
     for cam in rig.cameras:
         cam_rows = rows.get(cam.name, [])
@@ -60,10 +83,18 @@ def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
             problems.append(f"{cam.name}: {len(indices)} rows for {pulses} pulses "
                             f"({dup} duplicated)")
         dropped = [int(r["trigger_index"]) for r in cam_rows if r["dropped"] == "1"]
-        decoded = _check_video(folder / "video" / f"{cam.name}.mkv", cam_rows, cam.name,
-                               renderer, problems)
+        lost = _lost_by_reason(cam.name, cam_rows, problems)
+        if video_on:
+            decoded: int | None = _check_video(folder / "video" / f"{cam.name}.mkv", cam_rows,
+                                               cam.name, renderer, problems)
+        else:
+            decoded = None
+            named = [int(r["trigger_index"]) for r in cam_rows if int(r["video_frame"]) >= 0]
+            if named:
+                problems.append(f"{cam.name}: {len(named)} rows name a video frame (first at "
+                                f"trigger index {named[0]}), but the session was recorded without video")
         cameras[cam.name] = {"rows": len(cam_rows), "frames": len(cam_rows) - len(dropped),
-                             "dropped": len(dropped), "decoded": decoded}
+                             "dropped": len(dropped), "lost": lost, "decoded": decoded}
     clips = []
     pre, post = rig.frames_per(rig.ring_buffer.pre_s), rig.frames_per(rig.ring_buffer.post_s)
     for info_path in sorted(folder.glob("clips/*/event.json")):
@@ -83,5 +114,5 @@ def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
                 _check_video(video, clip_rows.get(cam.name, []), cam.name, renderer, problems)
         clips.append({"clip": info_path.parent.name, "start": want[0], "end": want[-1],
                       "events": len(indices)})
-    return {"session": str(folder), "pulses": pulses, "cameras": cameras, "clips": clips,
-            "pixels_checked": truth, "problems": problems}
+    return {"session": str(folder), "pulses": pulses, "video": rig.recording.video,
+            "cameras": cameras, "clips": clips, "pixels_checked": truth, "problems": problems}

@@ -1,13 +1,23 @@
 """The FrameSet assembler: frames of all cameras with the same trigger index -> one FrameSet.
 
+It reads every camera's frame store (:mod:`rigstream.framestore`) with one
+:class:`~rigstream.framestore.StoreCursor` per camera, so it sees every trigger index of every
+camera exactly once, in order, whatever a message queue would have dropped; the cameras'
+header messages only wake it (:class:`~rigstream.frames.CameraStores`). It never touches the
+pixels.
+
 Frames are matched by trigger index only, never by arrival time. A set is emitted as soon as
-every camera has either delivered its frame or is known not to (a drop notice, a frame
-flagged for timing, or the camera's stream has moved past that index); a set still missing a
-camera that has been silent for ``transport.frameset_deadline_ms`` (or lagging for eight
-deadlines) is emitted incomplete with the missing cameras named. Output, for latest-wins
-consumers such as the pose engine, is one multipart
-message: ``[FrameSetHeader, header_0, pixels_0, header_1, pixels_1, ...]`` (pixels forwarded
-without a copy).
+every camera has either delivered its frame or is known not to: a drop notice, a frame flagged
+for timing, an index overwritten before the assembler read it (``overrun``: the assembler fell
+more than the store's ring behind), an index its camera went past without writing, or the
+camera's stream has ended. A set still missing a camera that has been silent for
+``transport.frameset_deadline_ms`` (or lagging for eight deadlines) is emitted incomplete. The
+missing cameras are named with their reasons.
+
+Output, for latest-wins consumers such as the pose engine, is one single-part message per set:
+a :class:`~rigstream.protocol.FrameSetHeader` carrying each present camera's FrameHeader (its
+``slot`` says where the pixels are; the consumer reads them in place and checks that the slot
+still holds the index afterwards).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,38 +34,48 @@ import zmq
 
 from rigstream import protocol
 from rigstream.config import RigConfig
-from rigstream.frames import FrameReceiver, Received, StopWait
-from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_TIMING, FrameSetHeader
+from rigstream.frames import CameraStores, StopWait
+from rigstream.framestore import Record, StoreCursor
+from rigstream.protocol import FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, StatusReporter
 
 logger = logging.getLogger(__name__)
 
 MAX_WAIT_DEADLINES = 8
 """A set waits at most this many deadlines for a camera that is lagging but not silent."""
+RECORDS_PER_TURN = 1000
+"""Records read per camera and turn at most (a far-behind assembler still reports and emits)."""
+WAKE_MS = 10
+"""Longest wait for a camera's header between two turns (the deadline check's resolution)."""
 
 
 @dataclass
 class _Pending:
     first_arrival: float
-    frames: dict[str, Received] = field(default_factory=dict)
-    missing: set[str] = field(default_factory=set)
+    frames: dict[str, FrameHeader] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    """Camera -> why it has no frame in this set."""
     t_pi_ns: int = -1
 
 
 class Assembler:
     def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context | None = None,
-                 status_address: str | None = None) -> None:
+                 status_address: str | None = None, sets_hwm: int = 64) -> None:
+        """``sets_hwm``: frame sets queued per subscriber before more are dropped (its
+        latest-wins consumers want the newest; 0: none dropped, for a reader of every set)."""
         self.rig = rig
         ctx = ctx or zmq.Context.instance()
         self.cameras = [c.name for c in rig.cameras]
-        self.frames = FrameReceiver(rig, run, ctx, "assembler")
-        self.pub = Publisher(ctx, rig.address("framesets", run), hwm=64)
+        self.frames = CameraStores(rig, run, ctx, "assembler")
+        self.cursors: dict[str, StoreCursor] = {}
+        self.pub = Publisher(ctx, rig.address("framesets", run), hwm=sets_hwm)
         self.status = StatusReporter(ctx, status_address, "assembler")
         self.control = ControlListener(ctx, status_address and rig.address("control", run),
                                        "assembler")
         self.deadline_s = rig.transport.frameset_deadline_ms / 1000
         self.pending: dict[int, _Pending] = {}
-        self.latest: dict[str, int] = dict.fromkeys(self.cameras, -1)
+        self.ended: dict[str, bool] = dict.fromkeys(self.cameras, False)
+        """The camera's stream ended and every index it wrote has been read."""
         self.last_arrival: dict[str, float] = dict.fromkeys(self.cameras, float("-inf"))
         self.seq = 0
         self.complete = 0
@@ -62,25 +83,38 @@ class Assembler:
         self.mixed = 0
         """Sets whose frames were really exposed on different pulses (simulation truth)."""
         self.missing: dict[str, list[int]] = {c: [] for c in self.cameras}
+        self.reasons: dict[str, Counter[str]] = {c: Counter() for c in self.cameras}
         self.flagged: dict[str, int] = dict.fromkeys(self.cameras, 0)
+        self.late: dict[str, int] = dict.fromkeys(self.cameras, 0)
+        """Records read after their set had been emitted (the deadline gave up on them)."""
         self.last_emitted = -1
+        self._overrun_run: dict[str, tuple[int, int]] = {}
+        """Per camera, the first and last index of overrun records not logged yet."""
+        self._overrun_logged = 0.0
+        self._late_logged = 0.0
+
+    @property
+    def all_ended(self) -> bool:
+        return all(self.ended.values())
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
         waiting = StopWait(self.control, stop or threading.Event())
         self.status.report("ready", **self.summary())
         try:
-            while not self.frames.all_ended:
+            backlog = False
+            while not self.all_ended:
                 waiting.poll()
                 if waiting.expired:
                     break
-                got = self.frames.recv(timeout_ms=10)
-                if got is not None:
-                    self.add(got)
+                self.frames.wait(0 if backlog else WAKE_MS)
+                got, backlog = self.read_stores()
+                if got:
                     waiting.progressed()  # still catching up: keep waiting
                 self.pub.poll_subscriptions()
                 self.emit_due(time.monotonic())
                 self.status.heartbeat(self.summary)
             self.emit_due(float("inf"))
+            self._log_overruns(force=True)
             summary = self.summary()
             self.status.report("done", **summary)
             return summary
@@ -91,63 +125,119 @@ class Assembler:
         finally:
             self.close()
 
-    def add(self, got: Received) -> None:
-        h = got.header
-        self.last_arrival[h.camera] = time.monotonic()
-        if h.flags & FLAG_EOS:
-            self.latest[h.camera] = max(self.latest[h.camera], h.trigger_index)
-            return
-        n = h.trigger_index
+    def read_stores(self) -> tuple[int, bool]:
+        """Read what every open store holds past its cursor; returns (records read, whether
+        some camera has more than RECORDS_PER_TURN waiting)."""
+        got = 0
+        backlog = False
+        for cam, store in self.frames.stores.items():
+            cursor = self.cursors.get(cam)
+            if cursor is None:
+                cursor = self.cursors[cam] = StoreCursor(store)
+            ended = store.ended  # before reading: what was written before the end is read now
+            for _ in range(RECORDS_PER_TURN):
+                rec = cursor.take()
+                if rec is None:  # caught up with the writer
+                    self.ended[cam] = ended
+                    break
+                self.add(cam, rec)
+                got += 1
+            else:
+                backlog = backlog or cursor.backlog > 0
+        self._log_overruns()
+        return got, backlog
+
+    def add(self, camera: str, rec: Record) -> None:
+        """One record of ``camera``'s store: a frame, a notice or an overrun."""
+        self.last_arrival[camera] = time.monotonic()
+        n = rec.index
         if n <= self.last_emitted and n not in self.pending:
-            logger.warning("assembler: %s frame for trigger %d came after its set was emitted",
-                           h.camera, n)
+            self.late[camera] += 1
+            now = time.monotonic()
+            if self.late[camera] <= 5 or now - self._late_logged > 10:
+                self._late_logged = now
+                logger.warning("assembler: %s %s for trigger %d came after its set was emitted "
+                               "(%d so far)", camera, rec.state, n, self.late[camera])
             return
         p = self.pending.get(n)
         if p is None:
             p = self.pending[n] = _Pending(time.monotonic())
+        if rec.state == "overrun":
+            p.missing[camera] = self._overrun_reason(camera, n)
+            return
+        h = rec.header(camera, self.frames.stores[camera].layout)
         if p.t_pi_ns < 0:
             p.t_pi_ns = h.t_pi_ns
-        self.latest[h.camera] = max(self.latest[h.camera], n)
-        if h.flags & FLAG_TIMING:
-            self.flagged[h.camera] += 1
-            p.missing.add(h.camera)
-        elif h.flags & FLAG_DROPPED or got.pixels is None:
-            p.missing.add(h.camera)
+        if rec.state == "notice":
+            p.missing[camera] = "incomplete" if h.flags & FLAG_INCOMPLETE else "dropped"
+        elif h.flags & FLAG_TIMING:
+            self.flagged[camera] += 1
+            p.missing[camera] = "timing"
         else:
-            p.frames[h.camera] = got
+            p.frames[camera] = h
+
+    def _overrun_reason(self, camera: str, n: int) -> str:
+        """An index whose slot did not hold it: overwritten by a later lap of the ring
+        (``overrun``), or skipped by its writer (``not-written``)."""
+        store = self.frames.stores[camera]
+        if store.head - n < store.capacity:
+            return "not-written"
+        first, _ = self._overrun_run.get(camera, (n, n))
+        self._overrun_run[camera] = (first, n)
+        return "overrun"
+
+    def _log_overruns(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._overrun_run or (not force and now - self._overrun_logged < 1.0):
+            return
+        self._overrun_logged = now
+        for cam, (first, last) in self._overrun_run.items():
+            logger.warning("assembler: camera %s trigger indices %d..%d were overwritten in its store "
+                           "before the assembler read them (it fell %d slots behind); their sets "
+                           "go out without %s", cam, first, last, self.frames.stores[cam].capacity, cam)
+        self._overrun_run.clear()
 
     def emit_due(self, now: float) -> None:
-        """Emit every set whose cameras are all accounted for: delivered, known missing, moved
-        past its index, or silent for the deadline. A camera that is alive but lagging (a busy
-        host) is waited for, up to ``MAX_WAIT_DEADLINES`` deadlines."""
+        """Emit every set whose cameras are all accounted for: delivered, known missing, ended,
+        or silent for the deadline. A camera that is alive but lagging (a busy host) is waited
+        for, up to ``MAX_WAIT_DEADLINES`` deadlines."""
         for n in sorted(self.pending):
             p = self.pending[n]
-            settled = all(c in p.frames or c in p.missing or self.latest[c] > n
+            settled = all(c in p.frames or c in p.missing or self.ended[c]
                           or now - max(self.last_arrival[c], p.first_arrival) > self.deadline_s
                           for c in self.cameras)
             if settled or now - p.first_arrival > MAX_WAIT_DEADLINES * self.deadline_s:
-                self._emit(n, self.pending.pop(n))
+                self._emit(n, self.pending.pop(n), now)
 
-    def _emit(self, n: int, p: _Pending) -> None:
+    def _why_missing(self, camera: str, p: _Pending, now: float) -> str:
+        if camera in p.missing:
+            return p.missing[camera]
+        if self.ended[camera]:
+            return "ended"
+        if now - max(self.last_arrival[camera], p.first_arrival) > self.deadline_s:
+            return "silent"
+        return "late"
+
+    def _emit(self, n: int, p: _Pending, now: float) -> None:
         present = [c for c in self.cameras if c in p.frames]
         missing = [c for c in self.cameras if c not in p.frames]
-        for c in missing:
+        reasons = [self._why_missing(c, p, now) for c in missing]
+        for c, why in zip(missing, reasons, strict=True):
             self.missing[c].append(n)
+            self.reasons[c][why] += 1
         if missing:
             self.incomplete += 1
         else:
             self.complete += 1
-        truths = {p.frames[c].header.truth_index for c in present} - {-1}
+        frames = [p.frames[c] for c in present]
+        truths = {h.truth_index for h in frames} - {-1}
         if truths and truths != {n}:
             self.mixed += 1
             logger.error("assembler: set %d holds frames of pulses %s", n, sorted(truths))
         self.last_emitted = max(self.last_emitted, n)
         head = FrameSetHeader(seq=self.seq, trigger_index=n, t_pi_ns=p.t_pi_ns, cameras=present,
-                              missing=missing)
-        parts: list[Any] = [protocol.encode(head)]
-        for c in present:
-            parts.extend(p.frames[c].parts)
-        self.pub.sock.send_multipart(parts, copy=False)
+                              missing=missing, frames=frames, reasons=reasons)
+        self.pub.sock.send(protocol.encode(head))
         self.seq += 1
 
     def summary(self) -> dict[str, Any]:
@@ -157,7 +247,11 @@ class Assembler:
             "framesets_mixed": self.mixed,
             "missing": {c: len(v) for c, v in self.missing.items()},
             "missing_indices": {c: v[-1000:] for c, v in self.missing.items()},
+            "missing_reasons": {c: dict(v) for c, v in self.reasons.items()},
             "flagged": dict(self.flagged),
+            "late": dict(self.late),
+            "overruns": {c: self.cursors[c].overruns if c in self.cursors else 0 for c in self.cameras},
+            "backlog": {c: cur.backlog for c, cur in self.cursors.items()},
             "pending": len(self.pending),
             **self.frames.stats(),
         }
@@ -167,25 +261,33 @@ class Assembler:
             part.close()
 
 
-def decode_frameset(parts: list[Any]) -> tuple[FrameSetHeader, list[tuple[protocol.FrameHeader, Any]]]:
-    """Decode a FrameSet message into its header and (FrameHeader, pixels) per camera."""
-    if not parts:
-        raise protocol.ProtocolError("truncated", "empty frame set")
-    head = protocol.decode(parts[0].buffer if hasattr(parts[0], "buffer") else parts[0],
-                           FrameSetHeader)
-    if len(parts) != 1 + 2 * len(head.cameras):
+def decode_frameset(parts: list[Any]) -> tuple[FrameSetHeader, list[FrameHeader]]:
+    """Decode a frame-set message into its header and the FrameHeader of each present camera
+    (in ``cameras`` order; each names its frame's slot). Raises ProtocolError with the reason."""
+    if len(parts) != 1:
         raise protocol.ProtocolError(
-            "truncated", f"frame set {head.trigger_index}: {len(parts)} parts for "
-            f"{len(head.cameras)} cameras")
-    views = []
-    for i in range(len(head.cameras)):
-        h, px = protocol.decode_frame_parts(parts[1 + 2 * i: 3 + 2 * i])
-        if h.trigger_index != head.trigger_index:
+            "truncated" if not parts else "invalid",
+            f"frame set message has {len(parts)} parts, expected 1")
+    part = parts[0]
+    head = protocol.decode(part.buffer if hasattr(part, "buffer") else part, FrameSetHeader)
+    n = head.trigger_index
+    if len(head.frames) != len(head.cameras):
+        raise protocol.ProtocolError(
+            "truncated" if len(head.frames) < len(head.cameras) else "invalid",
+            f"frame set {n}: {len(head.frames)} frame headers for cameras {head.cameras}")
+    if len(set(head.cameras) | set(head.missing)) != len(head.cameras) + len(head.missing):
+        raise protocol.ProtocolError(
+            "invalid", f"frame set {n}: a camera named twice (cameras {head.cameras}, missing "
+            f"{head.missing})")
+    if head.reasons and len(head.reasons) != len(head.missing):
+        raise protocol.ProtocolError(
+            "invalid", f"frame set {n}: {len(head.reasons)} reasons for missing {head.missing}")
+    for cam, h in zip(head.cameras, head.frames, strict=True):
+        if h.camera != cam or h.trigger_index != n or h.slot < 0:
             raise protocol.ProtocolError(
-                "invalid", f"frame set {head.trigger_index} holds {h.camera} frame of trigger "
-                f"{h.trigger_index}")
-        views.append((h, px))
-    return head, views
+                "invalid", f"frame set {n}: expected camera {cam}'s frame {n} with a slot, got "
+                f"{h.camera}'s frame {h.trigger_index} in slot {h.slot}")
+    return head, head.frames
 
 
 def run_assembler(rig: RigConfig, run: str, status_address: str | None = None) -> dict[str, Any]:
@@ -196,4 +298,4 @@ def run_assembler(rig: RigConfig, run: str, status_address: str | None = None) -
     try:
         return Assembler(rig, run, ctx, status_address=status_address).run_forever(stop)
     finally:
-        ctx.destroy(linger=2000)  # forwarded frames may still be in flight
+        ctx.destroy(linger=2000)  # the last frame sets may still be in flight

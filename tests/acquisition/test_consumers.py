@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,15 +23,16 @@ import numpy as np
 import pytest
 import zmq
 
-from rigstream import protocol
+from rigstream import framestore, protocol
 from rigstream.acquisition import ringbuffer
 from rigstream.acquisition.recorder import Recorder
 from rigstream.acquisition.ringbuffer import ClipService, send_event
 from rigstream.acquisition.video import read_frames
 from rigstream.config import RigConfig
+from rigstream.framestore import store_name
 from rigstream.protocol import Event, FrameHeader
 from rigstream.sync.assembler import Assembler, decode_frameset
-from rigstream.transport import subscriber
+from rigstream.transport import Publisher, subscriber
 from tests.conftest import FakeCameras, malformed_messages, run_in_thread, small_rig
 
 N = 40
@@ -211,42 +214,95 @@ def test_recorder_keeps_every_valid_frame_and_counts_the_bad(
     feed.eos(N - 1)
     summary = running.summary()
 
-    assert summary["malformed"] == dict(feed.malformed)
-    assert sum(summary["malformed"].values()) == 2 * 7 + 1
-    assert summary["seq_gaps"] == {} and summary["seq_restarts"] == {}
+    # Headers only wake the recorder (it reads the stores): every malformed one is counted; the
+    # ghost camera's header is valid and names no store, so it only wakes the recorder.
+    bad = dict(feed.malformed)
+    assert bad.pop("unknown-camera") == 1
+    assert summary["malformed"] == bad
+    assert sum(summary["malformed"].values()) == 2 * 7
+    assert summary["stores_open"] == sorted(DROPS)
     assert summary["frames"] == {c: N - len(DROPS[c]) for c in DROPS}
     assert summary["frames_dropped"] == {c: len(DROPS[c]) for c in DROPS}
+    assert summary["dropped_indices"] == {c: sorted(d) for c, d in DROPS.items()}
+    assert summary["overruns"] == summary["lost_in_transport"] == {c: 0 for c in DROPS}
+    assert summary["encode_backlog"] == {c: 0 for c in DROPS}
     assert summary["video_errors"] == {}
-    assert summary["lossless"] is True
+    assert summary["video"] == "on" and summary["lossless"] is True
     check_table_and_videos(out, {c: out / "video" / f"{c}.mkv" for c in DROPS}, feed,
                            {c: list(range(N)) for c in DROPS})
     assert json.loads((out / "recording.json").read_text())["frames"] == summary["frames"]
 
 
-def test_recorder_writes_rows_for_messages_lost_in_transport(
+DYING_WRITER = """
+import os, sys
+import numpy as np
+from rigstream.framestore import FrameStore, StoreLayout
+cap, height, width, name, frames = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                                    sys.argv[4], int(sys.argv[5]))
+store = FrameStore.create(name, StoreLayout(cap, height, width))
+for n in range(frames):  # as FakeCameras writes camera 1's frame n
+    px = np.random.default_rng((1, n)).integers(0, 256, (height, width), dtype=np.uint8)
+    store.write(n, px, frame_id=n, t_camera_ns=n * 10_000_000, t_pi_ns=n * 10_000_000 + 1,
+                t_host_ns=n * 10_000_000 + 5, flags=0, truth_index=n)
+print("ready", flush=True)
+sys.stdin.readline()
+os._exit(0)  # dies: neither ends its stream nor unlinks its store
+"""
+
+
+def test_recorder_writes_lost_rows_for_pulses_a_dead_camera_node_never_stored(
         fake: Callable[[RigConfig], FakeCameras], zctx: zmq.Context, run_dir: str,
         tmp_path: Path) -> None:
+    """cam1's node (a real process) stores 0..4 and dies without ending its stream: once the
+    recorder has read what it stored, cam1 is finished, and the pulses 5..9 that no record came
+    for get rows marked lost_in_transport."""
     rig = small_rig()
     feed = Feed(fake(rig))
-    out = tmp_path / "session"
-    running = Running(Recorder(rig, run_dir, out, zctx))
-    feed.fake.wait()
+    cfg = rig.camera("cam1")
+    feed.fake.stores["cam1"].close()  # the fake's cam1 store goes: a real process writes cam1
+    name = store_name(run_dir, "cam1")
+    node = subprocess.Popen(
+        [sys.executable, "-c", DYING_WRITER, str(rig.store_frames()), str(cfg.height),
+         str(cfg.width), name, "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+    pulses = Publisher(zctx, rig.address("pulses", run_dir), hwm=0)
+    try:
+        assert node.stdout is not None and node.stdout.readline().strip() == "ready"
+        for n in range(5):
+            feed.frames["cam1"][n] = feed.fake.pixels(1, n, (cfg.height, cfg.width))
+        out = tmp_path / "session"
+        rec = Recorder(rig, run_dir, out, zctx)
+        running = Running(rec)
+        feed.fake.wait()
+        assert pulses.wait_for_subscribers(1, 5), "the recorder never subscribed to the pulses"
+        for n in range(10):
+            pulses.sock.send(protocol.encode(protocol.Pulse(index=n, t_pi_ns=n * 10_000_000 + 1)))
+        for n in range(10):
+            feed.frame("cam0", n)
+        feed.fake.eos("cam0", 9)
+        wait_until("the recorder to read cam1's five frames and all pulses",
+                   lambda: rec.summary()["frames"]["cam1"] == 5
+                   and rec.summary()["pulses"]["camera"] == 10)
+        time.sleep(0.3)  # longer than the recorder's check of a writer's process
+        assert running.alive, "the recorder finished cam1 while its writer was alive"
 
-    # cam0 loses 5..7 mid-session; cam1 loses its last two frames (8, 9) before its EOS.
-    feed.session(range(5), malformed=False)
-    feed.fake.seq["cam0"] += 3
-    for n in (8, 9):
-        feed.frame("cam0", n)
-    for n in range(5, 8):
-        feed.frame("cam1", n)
-    feed.fake.seq["cam1"] += 2
-    feed.eos(9)
-    summary = running.summary()
+        assert node.stdin is not None
+        node.stdin.close()  # the node dies
+        assert node.wait(10) == 0
+        summary = running.summary()
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        pulses.close()
+        framestore.unlink(name)
 
-    lost = {"cam0": {5, 6, 7}, "cam1": {8, 9}}
-    assert summary["seq_gaps"] == {"cam0": 3, "cam1": 2}
-    assert summary["frames_dropped"] == {"cam0": 3, "cam1": 2}
-    assert summary["frames"] == {"cam0": 7, "cam1": 8}
+    lost = {"cam0": set(), "cam1": {5, 6, 7, 8, 9}}
+    assert summary["lost_in_transport"] == {"cam0": 0, "cam1": 5}
+    assert summary["frames_dropped"] == {"cam0": 0, "cam1": 5}
+    assert summary["dropped_indices"] == {"cam0": [], "cam1": [5, 6, 7, 8, 9]}
+    assert summary["frames"] == {"cam0": 10, "cam1": 5}
+    assert summary["overruns"] == {"cam0": 0, "cam1": 0}
     check_table_and_videos(out, {c: out / "video" / f"{c}.mkv" for c in lost}, feed,
                            {c: list(range(10)) for c in lost}, lost)
 
@@ -280,10 +336,10 @@ def test_recorder_table_is_flushed_while_it_runs(
 def test_clip_service_saves_complete_clips_and_merges_overlapping_events(
         fake: Callable[[RigConfig], FakeCameras], zctx: zmq.Context, run_dir: str,
         tmp_path: Path) -> None:
-    # History for the whole session, so clip writing can never lag behind the ring.
+    # Stores that hold the whole session, so clip writing can never lag behind them.
     rig = small_rig(ring_buffer={"pre_s": 0.05, "post_s": 0.03, "margin_s": 1.0})
     pre, post = rig.frames_per(0.05), rig.frames_per(0.03)
-    assert (pre, post) == (5, 3)
+    assert (pre, post) == (5, 3) and rig.store_frames() > N
     feed = Feed(fake(rig))
     out = tmp_path / "session"
     service = ClipService(rig, run_dir, out, zctx)
@@ -295,7 +351,7 @@ def test_clip_service_saves_complete_clips_and_merges_overlapping_events(
 
     feed.session(range(N), DROPS)
     assert feed.all_bad_sent()
-    # An event over the wire once its history is in the ring: clip [25, 33].
+    # An event over the wire once its history is in the stores: clip [25, 33].
     send_event(zctx, rig.address("events", run_dir),
                Event(name="rear", source="test", trigger_index=30))
     wait_until("the clip service to take the third event",
@@ -304,8 +360,14 @@ def test_clip_service_saves_complete_clips_and_merges_overlapping_events(
     feed.eos(N - 1)
     summary = running.summary()
 
-    assert summary["malformed"] == dict(feed.malformed)
-    assert summary["seq_gaps"] == {}
+    # Headers only wake the service (it reads the stores): every malformed one is counted; the
+    # ghost camera's header is valid and names no store, so it only wakes the service.
+    bad = dict(feed.malformed)
+    assert bad.pop("unknown-camera") == 1
+    assert summary["malformed"] == bad
+    assert summary["stores_open"] == sorted(DROPS)
+    assert summary["ring_capacity_frames"] == rig.store_frames()
+    assert summary["ring_fill"] == {c: round(N / rig.store_frames(), 3) for c in DROPS}
     assert summary["events_malformed"] == {}
     assert summary["clips_pending"] == 0
     clips = sorted(Path(c) for c in summary["clips"])
@@ -383,18 +445,23 @@ def test_assembler_sets_every_index_and_counts_the_bad(
         assert head.missing == missing, n
         assert head.cameras == [c for c in DROPS if c not in missing]
         assert head.t_pi_ns == n * 10_000_000 + 1
-        assert [h.camera for h, _ in views] == head.cameras
-        for h, px in views:
-            assert h.trigger_index == n
-            np.testing.assert_array_equal(px, feed.frames[h.camera][n])
+        assert head.reasons == ["dropped"] * len(missing), n
+        assert [h.camera for h in views] == head.cameras
+        for h in views:  # a set names slots; the pixels stay in the stores
+            store = feed.fake.stores[h.camera]
+            assert h.trigger_index == n and h.slot == n % store.capacity and store.holds(n)
+            np.testing.assert_array_equal(store.pixels(n), feed.frames[h.camera][n])
 
     incomplete = len(DROPS["cam0"] | DROPS["cam1"])
     assert summary["framesets_complete"] == N - incomplete
     assert summary["framesets_incomplete"] == incomplete
     assert summary["framesets_mixed"] == 0
     assert summary["missing_indices"] == {c: sorted(d) for c, d in DROPS.items()}
-    assert summary["malformed"] == dict(feed.malformed)
-    assert summary["seq_gaps"] == {}
+    assert summary["missing_reasons"] == {c: {"dropped": len(d)} for c, d in DROPS.items()}
+    # Headers only wake the assembler: the bad ones are counted, a ghost camera's is ignored
+    # (the assembler reads the rig's stores, where no ghost writes).
+    assert summary["malformed"] == {k: v for k, v in feed.malformed.items() if k != "unknown-camera"}
+    assert summary["overruns"] == {"cam0": 0, "cam1": 0}
     assert summary["pending"] == 0
 
 
@@ -418,12 +485,14 @@ def test_clip_numbers_stay_unique_while_a_clip_is_being_finished(
     out = tmp_path / "session"
     service = ClipService(rig, run_dir, out, zctx)
     first = service.add_event(Event(name="first", trigger_index=5))
+    assert first is not None
     running = Running(service)
     feed.fake.wait()
 
     feed.session(range(10), malformed=False)
     assert closing.wait(5), "the first clip was never finished"
     second = service.add_event(Event(name="second", trigger_index=5))
+    assert second is not None
     release.set()
     feed.eos(9)
     summary = running.summary()

@@ -19,7 +19,7 @@ from rigstream.inference.keypoint_files import read_points3d_csv
 from rigstream.inference.pose_engine import PoseEngineNode, PoseSetupError, plan_pose
 from rigstream.protocol import FrameHeader, FrameSetHeader, Pose2D, Pose3D
 from rigstream.transport import Publisher, subscriber
-from tests.conftest import run_in_thread, small_rig
+from tests.conftest import FakeCameras, run_in_thread, small_rig
 from tests.inference.conftest import make_model_dir
 
 KP = ["kp0", "kp1", "kp2"]
@@ -71,19 +71,22 @@ def run_node(rig, run, ctx, out: Path, sets: list[tuple[int, list[str]]]) -> tup
     cal = plan.triangulator.calibration
     pub = Publisher(ctx, rig.address("framesets", run), hwm=1000)
     poses = subscriber(ctx, rig.address("poses", run))
+    fake = FakeCameras(rig, run, ctx)  # the cameras' frame stores, read in place by the engine
     node = PoseEngineNode(rig, run, out, ctx, engine=ProjectingEngine(plan.model, 2, cal), plan=plan)
     assert pub.wait_for_subscribers(1, 5) and node.pub.wait_for_subscribers(1, 5)
+    fake.wait()
     stop = threading.Event()
     thread, result = run_in_thread(lambda: node.run_forever(stop))
     for seq, (n, cams) in enumerate(sets):
-        head = FrameSetHeader(seq=seq, trigger_index=n, t_pi_ns=T0_NS + n * 10_000_000, cameras=cams,
-                              missing=[c for c in ("cam0", "cam1") if c not in cams])
-        parts: list[Any] = [protocol.encode(head)]
+        frames = []
         for c in cams:
-            h = FrameHeader(camera=c, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0, t_host_ns=0,
-                            width=64, height=48)
-            parts += [protocol.encode(h), np.full((48, 64), n, np.uint8).data]
-        pub.sock.send_multipart(parts, copy=False)
+            slot = fake.stores[c].write(n, np.full((48, 64), n, np.uint8), frame_id=n, t_camera_ns=0,
+                                        t_pi_ns=-1, t_host_ns=0, flags=0)
+            frames.append(FrameHeader(camera=c, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0,
+                                      t_host_ns=0, width=64, height=48, slot=slot))
+        head = FrameSetHeader(seq=seq, trigger_index=n, t_pi_ns=T0_NS + n * 10_000_000, cameras=cams,
+                              missing=[c for c in ("cam0", "cam1") if c not in cams], frames=frames)
+        pub.sock.send(protocol.encode(head))
         time.sleep(0.15)  # one at a time: every set is posed
     stop.set()
     thread.join(20)
@@ -95,6 +98,7 @@ def run_node(rig, run, ctx, out: Path, sets: list[tuple[int, list[str]]]) -> tup
         got.append(protocol.decode(poses.recv()))
     pub.close()
     poses.close(linger=0)
+    fake.close()
     return result["value"], got
 
 

@@ -19,7 +19,7 @@ from rigstream.inference.engines import Engine
 from rigstream.inference.pose_engine import PoseEngineNode, PoseSetupError, plan_pose
 from rigstream.protocol import FrameHeader, FrameSetHeader, Pose2D
 from rigstream.transport import Publisher, subscriber
-from tests.conftest import run_in_thread, small_rig
+from tests.conftest import FakeCameras, run_in_thread, small_rig
 from tests.inference.conftest import make_model_dir
 
 KP = ["kp0", "kp1", "kp2"]
@@ -55,9 +55,19 @@ class SlowFixedEngine(Engine):
         return out
 
 
+def value(n: int, view: int) -> int:
+    """The pixel value of frame ``n`` of camera ``view`` in these tests."""
+    return (n + 40 * view) % 256
+
+
 class Harness:
+    """FakeCameras (real frame stores) and a frame-set publisher standing in for the assembler,
+    a PoseEngineNode in a thread, and a SUB on its poses."""
+
     def __init__(self, rig, run, ctx, engine_delay_s=0.0):
         self.rig = rig
+        self.cameras = [c.name for c in rig.cameras]
+        self.fake = FakeCameras(rig, run, ctx)
         self.pub = Publisher(ctx, rig.address("framesets", run), hwm=10_000)
         self.poses = subscriber(ctx, rig.address("poses", run))
         plan = plan_pose(rig)
@@ -65,21 +75,36 @@ class Harness:
         self.node = PoseEngineNode(rig, run, None, ctx, engine=self.engine, plan=plan)
         assert self.pub.wait_for_subscribers(1, 5)
         assert self.node.pub.wait_for_subscribers(1, 5)
+        self.fake.wait()  # the engine opened every store
         self.stop = threading.Event()
         self.thread, self.result = run_in_thread(lambda: self.node.run_forever(self.stop))
         self.seq = 0
 
-    def send_set(self, n: int, cameras: list[str] | None = None) -> None:
-        cams = cameras if cameras is not None else [c.name for c in self.rig.cameras]
+    def write(self, camera: str, n: int) -> FrameHeader:
+        """Frame ``n`` of ``camera`` into its store (every pixel ``value(n, view)``)."""
+        view = self.cameras.index(camera)
+        slot = self.fake.stores[camera].write(n, np.full((48, 64), value(n, view), np.uint8), frame_id=n,
+                                              t_camera_ns=0, t_pi_ns=-1, t_host_ns=0, flags=0)
+        return FrameHeader(camera=camera, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0, t_host_ns=0,
+                           width=64, height=48, slot=slot)
+
+    def send_set(self, n: int, cameras: list[str] | None = None, write: bool = True) -> None:
+        """Frame set ``n`` of ``cameras`` (all by default), their frames written first unless
+        ``write`` is False (then they must be in the stores already)."""
+        cams = cameras if cameras is not None else self.cameras
+        frames = [self.write(c, n) if write else FrameHeader(
+            camera=c, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0, t_host_ns=0, width=64, height=48,
+            slot=n % self.fake.stores[c].capacity) for c in cams]
         head = FrameSetHeader(seq=self.seq, trigger_index=n, t_pi_ns=time.monotonic_ns(), cameras=cams,
-                              missing=[c.name for c in self.rig.cameras if c.name not in cams])
-        parts: list[Any] = [protocol.encode(head)]
-        for i, c in enumerate(cams):
-            h = FrameHeader(camera=c, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0, t_host_ns=0,
-                            width=64, height=48)
-            parts += [protocol.encode(h), np.full((48, 64), (n + 40 * i) % 256, np.uint8).data]
-        self.pub.sock.send_multipart(parts, copy=False)
+                              missing=[c for c in self.cameras if c not in cams], frames=frames)
+        self.pub.sock.send(protocol.encode(head))
         self.seq += 1
+
+    def posed(self, count: int, timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.node.posed < count:
+            assert time.monotonic() < deadline, f"{self.node.posed} of {count} frame sets posed"
+            time.sleep(0.01)
 
     def finish(self) -> tuple[dict[str, Any], list[Pose2D]]:
         self.stop.set()
@@ -92,6 +117,14 @@ class Harness:
             got.append(protocol.decode(self.poses.recv(), Pose2D))
         return self.result["value"], got
 
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.stop.set()
+            self.thread.join(20)
+        self.pub.close()
+        self.poses.close(linger=0)
+        self.fake.close()
+
 
 @pytest.fixture
 def harness(zctx, run_dir, model_64x48):
@@ -102,6 +135,8 @@ def harness(zctx, run_dir, model_64x48):
         made.append(h)
         return h
     yield make
+    for h in made:
+        h.close()
 
 
 def test_latest_wins_poses_the_newest_set_and_counts_the_rest(harness):
@@ -122,8 +157,9 @@ def test_latest_wins_poses_the_newest_set_and_counts_the_rest(harness):
         assert set(p.timing_ms) == {"wait", "preprocess", "infer", "postprocess"}
     assert len(h.engine.batches) == len(poses)
     last = h.engine.batches[-1]
-    assert last.shape == (2, 1, 48, 64)
-    assert last[0].min() == last[0].max() == 59 and last[1].min() == 99
+    assert last.shape == (2, 1, 48, 64)  # read in place from the stores' slots
+    assert last[0].min() == last[0].max() == value(59, 0) and last[1].min() == last[1].max() == value(59, 1)
+    assert summary["overwritten"] == {"cam0": 0, "cam1": 0}
 
 
 def test_keypoints_return_in_each_cameras_frame_pixels(harness):
@@ -190,3 +226,55 @@ def test_rig_check_and_demo_print_the_setup_error_and_exit_2(model_64x48, tmp_pa
     assert main(["demo", "--config", str(rig_file), "--seconds", "1", "--out", str(tmp_path / "s")]) == 2
     assert "the model takes 64x48" in capsys.readouterr().err
     assert not (tmp_path / "s" / "logs").exists(), "no component may start with a bad pose setup"
+
+
+class Overwriting:
+    """A view transform that lets the camera's writer lap the ring right after the engine read
+    the view's pixels (as a camera a whole ring ahead of a stalled engine would)."""
+
+    def __init__(self, inner, hook):
+        self.inner = inner
+        self.hook = hook
+
+    def apply(self, frame, out):
+        self.inner.apply(frame, out)
+        self.hook()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_views_overwritten_before_the_engine_read_them_are_posed_missing_and_counted(harness):
+    h = harness()
+    cap = h.rig.store_frames()
+    h.send_set(0)
+    h.posed(1)
+
+    h.write("cam0", 1)
+    h.write("cam1", 1)
+    h.write("cam1", 1 + cap)  # cam1's slot of frame 1 now holds frame 1 + cap
+    h.send_set(1, write=False)
+    h.posed(2)
+
+    n = 2 + cap  # cam0's frame is overwritten while the engine reads it
+    h.write("cam0", n)
+    h.write("cam1", n)
+    torn = h.node.plan.transforms[0]
+    h.node.plan.transforms[0] = Overwriting(torn, lambda: h.write("cam0", n + cap))
+    h.send_set(n, write=False)
+    h.posed(3)
+    h.node.plan.transforms[0] = torn
+
+    h.send_set(n + cap + 1)
+    h.posed(4)
+    summary, poses = h.finish()
+
+    assert [(p.trigger_index, p.missing, sorted(p.views)) for p in poses] == [
+        (0, [], ["cam0", "cam1"]), (1, ["cam1"], ["cam0"]), (n, ["cam0"], ["cam1"]),
+        (n + cap + 1, [], ["cam0", "cam1"])]
+    assert summary["overwritten"] == {"cam0": 1, "cam1": 1}
+    assert summary["framesets_posed"] == 4 and summary["malformed"] == {}
+    batches = h.engine.batches
+    assert batches[1][0].min() == batches[1][0].max() == value(1, 0)  # the view that was there
+    assert batches[2][1].min() == batches[2][1].max() == value(n, 1)
+    assert batches[3][0].max() == value(n + cap + 1, 0) and batches[3][1].min() == value(n + cap + 1, 1)

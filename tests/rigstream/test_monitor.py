@@ -1,6 +1,6 @@
-"""The monitor against real sockets: ZeroMQ publishers on ipc in a temporary folder stand in for
-the cameras, the pose engine and the supervisor; the monitor's aiohttp server listens on
-127.0.0.1 and is asked over HTTP."""
+"""The monitor against real sockets: FakeCameras (real frame stores, headers on ipc) stand in for
+the cameras, ZeroMQ publishers on ipc in a temporary folder for the pose engine and the
+supervisor; the monitor's aiohttp server listens on 127.0.0.1 and is asked over HTTP."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import zmq
 from rigstream import protocol
 from rigstream.config import InputError, RigConfig, load_rig, with_overrides
 from rigstream.monitor import (
+    RING_FRAMES,
     Monitor,
     ShownFrame,
     encode_frame,
@@ -37,6 +38,7 @@ from rigstream.monitor import (
 )
 from rigstream.protocol import Command, Event, FrameHeader, Pose2D, Pose3D, Reply, Status
 from rigstream.transport import Publisher, bind_address
+from tests.conftest import FakeCameras
 
 KEYPOINTS = ["snout", "left_ear", "right_ear", "neck", "spine_mid", "tail_base", "tail_mid", "tail_tip",
              "left_forepaw", "right_forepaw", "left_hindpaw", "right_hindpaw"]
@@ -63,8 +65,7 @@ class Rig:
         self.rig = rig
         self.run = run
         self.ctx = zmq.Context()
-        self.frames = {c.name: Publisher(self.ctx, rig.frames_address(c.name, run), hwm=2000)
-                       for c in rig.cameras}
+        self.fake = FakeCameras(rig, run, self.ctx)
         self.poses = Publisher(self.ctx, rig.address("poses", run))
         self.rule_events = Publisher(self.ctx, rig.address("rule_events", run))
         self.health = Publisher(self.ctx, rig.address("health", run))
@@ -74,26 +75,35 @@ class Rig:
         self.summary: dict[str, Any] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        for pub in [*self.frames.values(), self.poses, self.rule_events, self.health]:
+        for pub in [*self.fake.pubs.values(), self.poses, self.rule_events, self.health]:
             assert pub.wait_for_subscribers(1, 10), f"monitor did not subscribe to {pub.address}"
-        self.seq = dict.fromkeys(self.frames, 0)
 
     def _run(self) -> None:
         self.summary = self.monitor.run_forever(self.stop)
 
-    def send_frame(self, camera: str, n: int, value: int = 128, track: bool = False) -> Any:
+    def send_frame(self, camera: str, n: int, value: int | None = None) -> None:
+        """Frame ``n`` into ``camera``'s store (pixels ``frame_pixels``), its header published."""
         cam = self.rig.camera(camera)
-        pixels = np.full((cam.height, cam.width), value, np.uint8)
-        pixels[: cam.height // 4, : cam.width // 4] = 255 - value
-        h = FrameHeader(camera=camera, seq=self.seq[camera], frame_id=n, trigger_index=n, t_camera_ns=n,
-                        t_host_ns=time.monotonic_ns(), t_pi_ns=time.monotonic_ns(), width=cam.width,
-                        height=cam.height)
-        self.seq[camera] += 1
-        return protocol.send_frame(self.frames[camera].sock, h, pixels, track=track)
+        now = time.monotonic_ns()
+        slot = self.fake.stores[camera].write(n, frame_pixels(cam.height, cam.width, n, value), frame_id=n,
+                                              t_camera_ns=n, t_pi_ns=now, t_host_ns=now, flags=0)
+        h = FrameHeader(camera=camera, seq=n, frame_id=n, trigger_index=n, t_camera_ns=n, t_host_ns=now,
+                        t_pi_ns=now, width=cam.width, height=cam.height, slot=slot)
+        protocol.send_frame(self.fake.pubs[camera].sock, h, None)
+
+    def taken(self, camera: str, n: int, timeout_s: float = 5.0) -> None:
+        """Wait until the monitor has looked at ``camera``'s index ``n``."""
+        feed = self.monitor.state.feeds[camera]
+        deadline = time.monotonic() + timeout_s
+        while feed.newest_read < n:
+            assert time.monotonic() < deadline, f"monitor never took {camera} frame {n}"
+            time.sleep(0.002)
+        with self.monitor.state.lock:  # the update that set newest_read has finished
+            pass
 
     def send_pose2d(self, n: int, cameras: list[str] | None = None) -> None:
         views = {c: [[100.0 + 10 * k, 200.0, 0.9] for k in range(len(KEYPOINTS))]
-                 for c in cameras or list(self.frames)}
+                 for c in cameras or list(self.fake.pubs)}
         self.poses.send(Pose2D(seq=n, frameset_seq=n, trigger_index=n, t_pi_ns=0, t_host_ns=0, model="sim",
                                keypoints=KEYPOINTS, views=views))
 
@@ -123,9 +133,18 @@ class Rig:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(15)
-        for pub in [*self.frames.values(), self.poses, self.rule_events, self.health]:
+        for pub in [self.poses, self.rule_events, self.health]:
             pub.close()
+        self.fake.close()
         self.ctx.destroy(linger=0)
+
+
+def frame_pixels(height: int, width: int, n: int, value: int | None = None) -> np.ndarray:
+    """A frame of ``value`` (default: ``n % 256``) with its top-left sixteenth inverted."""
+    v = n % 256 if value is None else value
+    pixels = np.full((height, width), v, np.uint8)
+    pixels[: height // 4, : width // 4] = 255 - v
+    return pixels
 
 
 def _open(req: urllib.request.Request,
@@ -239,6 +258,7 @@ def test_pose3d_endpoint_sends_nan_as_null(rig: Rig) -> None:
 def test_frame_endpoint_returns_a_newer_jpeg_with_its_keypoints(rig: Rig) -> None:
     for n in range(5):
         rig.send_frame("cam0", n, value=40 + n)
+        rig.taken("cam0", n)  # latest-wins: a frame overtaken before the monitor's turn is skipped
     rig.send_pose2d(3)
     assert _eventually(lambda: rig.monitor.state.feeds["cam0"].received == 5)
     assert _eventually(lambda: len(rig.monitor.state.poses2d) == 1)
@@ -291,8 +311,8 @@ def test_encode_frame_downscales_and_scales_keypoints() -> None:
 
 
 def test_malformed_messages_are_counted_and_the_monitor_keeps_running(rig: Rig) -> None:
-    rig.frames["cam0"].sock.send(b"junk")
-    rig.frames["cam0"].sock.send_multipart([protocol.encode(Command(cmd="x")), b"px"])
+    rig.fake.raw("cam0", [b"junk"])
+    rig.fake.raw("cam0", [protocol.encode(Command(cmd="x")), b"px"])
     rig.poses.sock.send(b"\x81\xa4type\xa5pose9")
     rig.rule_events.sock.send(b"\x00")
     rig.health.send(protocol.Pulse(index=1, t_pi_ns=2))
@@ -316,10 +336,10 @@ def test_malformed_messages_are_counted_and_the_monitor_keeps_running(rig: Rig) 
 
 
 def test_slow_clients_never_make_the_monitor_fall_behind(rig: Rig) -> None:
-    """Clients that never read hold one JPEG each; the receive loop keeps draining, so every
-    frame is taken (no sequence gap) and the publisher's zero-copy buffers are released."""
-    for _ in range(3):
-        rig.send_frame("cam0", 0)  # something to answer with
+    """Clients that never read hold one JPEG each; the receive loop keeps taking each camera's
+    newest frame (latest-wins: what it passes over is counted as skipped, nothing is lost)."""
+    rig.send_frame("cam0", 0)  # something to answer with
+    rig.taken("cam0", 0)
     host, port = rig.url.split("//")[1].strip("/").split(":")
     stuck = []
     for _ in range(4):
@@ -329,17 +349,66 @@ def test_slow_clients_never_make_the_monitor_fall_behind(rig: Rig) -> None:
         sock.sendall(f"GET /api/frame/cam0?after=-1 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode() * 50)
         stuck.append(sock)
     try:
-        trackers = []
-        for n in range(1, 601):
-            trackers.append(rig.send_frame("cam0", n, value=n % 256, track=True))
+        for n in range(1, 601):  # more than the store holds
+            rig.send_frame("cam0", n)
             time.sleep(0.002)  # ~400 Hz
-        assert _eventually(lambda: rig.monitor.state.feeds["cam0"].received == 603, 10)
-        assert _eventually(lambda: all(t.done for t in trackers), 5), "frame buffers still pinned"
-        assert not rig.monitor.frames.seq_gaps
+        rig.taken("cam0", 600, 10)
+        feed = rig.monitor.state.feeds["cam0"]
+        assert feed.newest_index == 600
+        assert feed.received + feed.skipped + feed.drop_notices + feed.lost == 601
+        assert feed.received > 1 and feed.lost == 0
+        assert rig.state()["monitor"]["frames_lost"] == {"cam0": 0, "cam1": 0}
         assert rig.get("/api/state")[0] == 200  # the server still answers others
     finally:
         for sock in stuck:
             sock.close()
+
+
+def test_held_frames_keep_their_own_pixels_in_reused_buffers(rig: Rig) -> None:
+    """The monitor copies each frame into a buffer of a per-camera pool reused in ring order
+    (and the history's own): after several laps of the pool, every frame it holds still shows
+    its own pixels, and every buffer is one of the pool's."""
+    feed = rig.monitor.state.feeds["cam1"]
+    count = 5 * RING_FRAMES + 4 * feed.step * RING_FRAMES
+    for n in range(count):
+        rig.send_frame("cam1", n)
+        rig.taken("cam1", n)
+    with rig.monitor.state.lock:
+        ring, history = list(feed.ring), list(feed.history)
+    assert len(ring) == RING_FRAMES and len(history) >= 4
+    assert feed.received == count and feed.skipped == feed.lost == 0
+    cam = rig.rig.camera("cam1")
+    for h, px in history + ring:
+        np.testing.assert_array_equal(px, frame_pixels(cam.height, cam.width, h.trigger_index),
+                                      err_msg=f"frame {h.trigger_index}")
+    assert all(any(px is b for b in feed._pool) for _, px in ring)
+    assert all(any(px is b for b in feed._history_pool) for _, px in history)
+    assert [h.trigger_index for h, _ in ring] == list(range(count - RING_FRAMES, count))
+
+
+def test_a_frame_overwritten_while_the_monitor_copies_it_is_counted_lost(rig: Rig) -> None:
+    store = rig.monitor.frames.stores["cam1"]
+    cap = store.capacity
+    read_header = store.header
+    lapped: list[int] = []
+
+    def header_then_lap(index: int) -> Any:  # the writer laps the ring right after the check
+        fields = read_header(index)
+        if index == 0 and not lapped:
+            lapped.append(index)
+            rig.fake.stores["cam1"].write(cap, frame_pixels(cam.height, cam.width, 7), frame_id=cap,
+                                          t_camera_ns=0, t_pi_ns=0, t_host_ns=0, flags=0)
+        return fields
+
+    cam = rig.rig.camera("cam1")
+    store.header = header_then_lap  # type: ignore[method-assign]
+    rig.send_frame("cam1", 0)
+    rig.taken("cam1", cap)  # the next turn takes the frame that overwrote it
+    feed = rig.monitor.state.feeds["cam1"]
+    assert lapped == [0]
+    assert feed.lost == 1 and [h.trigger_index for h, _ in feed.ring] == [cap]
+    assert feed.skipped == cap - 1 and feed.received == 1
+    assert rig.state()["monitor"]["frames_lost"] == {"cam0": 0, "cam1": 1}
 
 
 # -- access ---------------------------------------------------------------------------------------
