@@ -6,6 +6,13 @@ renders the simulated animal at the pulse's time through its calibrated virtual 
 thread plays the camera's hardware (exposure, strobe, stream buffers); ``get_frame`` is the
 host taking the oldest buffered image, as Spinnaker's OldestFirst mode does.
 
+Pre-rendered mode (``CameraConfig.prerender_s``): the camera renders a loop of that many
+seconds once when configured and hands over each frame as a read-only view of its slot in
+the loop, so it costs the host what a real camera's driver does (a buffer handed over; the
+camera node makes the one copy), not a render. The animal then replays the loop:
+:func:`sim_pose_time_s` is the one mapping from a trigger index to the time its pose is taken,
+used by the cameras and by every check against the simulation's truth.
+
 Fault injection (``CameraConfig.faults``): frames lost in transport (FrameID advances),
 incomplete frames, missed triggers, timestamp jitter, and a transport stall during which
 frames queue in the stream buffers (overflow is dropped).
@@ -17,6 +24,7 @@ import collections
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,34 @@ STROBE_LATENCY_NS = 1_000
 """Delay from the primary's trigger edge to its strobe edge (exposure start)."""
 TRIGGER_LATENCY_NS = 2_000
 """Delay from a trigger edge to exposure start."""
+
+
+def sim_loop_frames(rig: RigConfig) -> int | None:
+    """Frames in the loop the rig's simulated cameras pre-render (``prerender_s`` at the
+    trigger rate; the rig file makes every simulated camera's the same), or None where they
+    render every frame at its pulse."""
+    for cam in rig.cameras:
+        if cam.backend == "sim" and cam.prerender_s is not None:
+            return max(1, rig.frames_per(cam.prerender_s))
+    return None
+
+
+def sim_pose_time_s(rig: RigConfig, trigger_index: int) -> float:
+    """When the simulated animal's pose is taken for pulse ``trigger_index``, s: the pulse's
+    own time ``n / rate_hz``, or in pre-rendered mode its place in the loop,
+    ``(n % loop_frames) / rate_hz``. Everything that compares with the truth goes through it."""
+    loop = sim_loop_frames(rig)
+    n = int(trigger_index) if loop is None else int(trigger_index) % loop
+    return n / rig.trigger.rate_hz
+
+
+def sim_pose_times_s(rig: RigConfig, trigger_indices: np.ndarray) -> np.ndarray:
+    """:func:`sim_pose_time_s` for an array of trigger indices: (N,) float64 s."""
+    n = np.asarray(trigger_indices, dtype=np.int64)
+    loop = sim_loop_frames(rig)
+    if loop is not None:
+        n = n % loop
+    return n / rig.trigger.rate_hz
 
 
 def trigger_line(rig: RigConfig, camera: CameraConfig) -> str:
@@ -84,6 +120,9 @@ class SimCamera(Camera):
         self._sub: zmq.Socket | None = None
         self._strobe: Publisher | None = None
         self._pool: BufferPool | None = None
+        self._loop_frames = sim_loop_frames(rig) if config.prerender_s is not None else None
+        self._loop: np.ndarray | None = None
+        """Pre-rendered mode: (loop_frames, H, W[, 3]) uint8, read-only once rendered."""
         self._buffers: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -116,7 +155,32 @@ class SimCamera(Camera):
         shape: tuple[int, ...] = (self.config.height, self.config.width)
         if self.config.channels == 3:
             shape = (*shape, 3)
-        self._pool = BufferPool(shape, self.config.buffer_count + 16)
+        if self._loop_frames is None:
+            self._pool = BufferPool(shape, self.config.buffer_count + 16)
+        elif self._loop is None:
+            self._loop = self._prerender(shape, self._loop_frames)
+
+    def _prerender(self, shape: tuple[int, ...], frames: int) -> np.ndarray:
+        """Render the loop: slot k shows the animal at ``k / rate_hz`` (:func:`sim_pose_time_s`
+        of every pulse ``n`` with ``n % frames == k``)."""
+        assert self._renderer is not None
+        loop_bytes = frames * int(np.prod(shape))
+        available = _available_memory_bytes()
+        if available is not None and loop_bytes > available:
+            raise CameraError(
+                f"camera {self.name}: a {self.config.prerender_s:g} s pre-rendered loop "
+                f"({frames} frames of {self.config.width}x{self.config.height}) needs "
+                f"{loop_bytes / 1e9:.1f} GB, more than the {available / 1e9:.1f} GB of memory "
+                f"available; shorten prerender_s")
+        started = time.perf_counter()
+        loop = np.empty((frames, *shape), np.uint8)
+        for k in range(frames):
+            self._renderer.render(self._motion.pose_at(sim_pose_time_s(self.rig, k)), loop[k])
+        loop.setflags(write=False)
+        logger.info("camera %s: pre-rendered a %g s loop of %d frames (%dx%d) in %.2f s, %.0f MB",
+                    self.name, self.config.prerender_s, frames, self.config.width,
+                    self.config.height, time.perf_counter() - started, loop.nbytes / 1e6)
+        return loop
 
     def _do_start(self) -> None:
         self._frame_id = -1
@@ -222,10 +286,13 @@ class SimCamera(Camera):
         if faults.incomplete_rate and self._rng.random() < faults.incomplete_rate:
             self.counts["incomplete_injected"] += 1
             frame.incomplete = True
+        elif self._loop is not None:  # the driver hands over a buffer: a read-only view, no pool
+            assert self._loop_frames is not None
+            frame.pixels = self._loop[edge.truth_index % self._loop_frames]
         else:
             assert self._pool is not None and self._renderer is not None
             pixels = self._pool.acquire()
-            self._renderer.render(self._motion.pose_at(edge.truth_index / self.rig.trigger.rate_hz),
+            self._renderer.render(self._motion.pose_at(sim_pose_time_s(self.rig, edge.truth_index)),
                                   pixels)
             frame.pixels = pixels
             frame._pool = self._pool
@@ -239,7 +306,8 @@ class SimCamera(Camera):
 
 
 class TruthRenderer:
-    """Renders what the simulated cameras of a rig show for a pulse (to check recordings)."""
+    """Renders what the simulated cameras of a rig show for a pulse (to check recordings),
+    pre-rendered loop or not (:func:`sim_pose_time_s`)."""
 
     def __init__(self, rig: RigConfig) -> None:
         self.rig = rig
@@ -252,6 +320,17 @@ class TruthRenderer:
         cam = self.rig.camera(camera)
         shape: tuple[int, ...] = (cam.height, cam.width) + ((3,) if cam.channels == 3 else ())
         out = np.zeros(shape, np.uint8)
-        pose = self._motion.pose_at(trigger_index / self.rig.trigger.rate_hz)
+        pose = self._motion.pose_at(sim_pose_time_s(self.rig, trigger_index))
         self._renderers[camera].render(pose, out)
         return out
+
+
+def _available_memory_bytes() -> int | None:
+    """The host's available memory (Linux ``MemAvailable``), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -3,6 +3,10 @@
 Views come from rings of 2 to 6 cameras at the rig's frame size (the demo's ``--cameras``
 changes the ring), the animal from motion seeds that never include seed 0 (the demo's own
 animal), so errors measured on the demo are on motion the model never saw.
+
+A session's live keypoints are checked against the animal at each pulse as the simulated
+cameras showed it (:func:`rigstream.acquisition.sim_camera.sim_pose_time_s`: the pulse's time,
+or its place in the loop when the cameras pre-render one).
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class SimFrames:
 def pose2d_errors(rig: Any, pose_csv: Path) -> dict[str, Any]:
     """Error of a session's live 2D keypoints (``pose2d.csv``) against the simulated rig's
     ground truth: per frame set and camera, the exact projection of the animal at that pulse."""
-    from rigstream.acquisition.sim_camera import rig_cameras
+    from rigstream.acquisition.sim_camera import rig_cameras, sim_pose_time_s
 
     views = rig_cameras(rig)
     motion = sim_world.AnimalMotion()
@@ -101,7 +105,7 @@ def pose2d_errors(rig: Any, pose_csv: Path) -> dict[str, Any]:
         n, cam = int(row[0]), row[3]
         pose = truth_cache.get(n)
         if pose is None:
-            pose = truth_cache[n] = motion.pose_at(n / rig.trigger.rate_hz)
+            pose = truth_cache[n] = motion.pose_at(sim_pose_time_s(rig, n))
         truth = views[cam].project(pose)
         pred = np.array([[float(row[i]), float(row[i + 1])] for i in kp_cols])
         errors.append(np.linalg.norm(pred - truth, axis=1))
@@ -115,13 +119,14 @@ def pose3d_errors(rig: Any, points_csv: Path) -> dict[str, Any]:
     """Error of a session's live 3D keypoints (anipose CSV, ``fnum`` = trigger index) against
     the simulated animal at each pulse, mm; the calibration must be in the simulated world's
     frame (the simulated rig's is)."""
+    from rigstream.acquisition.sim_camera import sim_pose_times_s
     from rigstream.inference.keypoint_files import read_points3d_csv
 
     pts = read_points3d_csv(points_csv)
     if len(pts.frames) == 0:
         return {"framesets": 0, "points": 0}
     motion = sim_world.AnimalMotion()
-    truth = motion.poses_at(np.asarray(pts.frames, dtype=np.float64) / rig.trigger.rate_hz)
+    truth = motion.poses_at(sim_pose_times_s(rig, np.asarray(pts.frames)))
     names = list(sim_world.KEYPOINTS)
     order = [names.index(k) for k in pts.keypoints]
     err = np.linalg.norm(pts.xyz - truth[:, order], axis=-1)  # (F, K), NaN without a point

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from rigstream.acquisition.sim_camera import rig_cameras
+from rigstream.acquisition.sim_camera import rig_cameras, sim_pose_times_s
 from rigstream.acquisition.sim_world import AnimalMotion
 from rigstream.config import load_rig
 from rigstream.inference.rules import RuleEngine
@@ -45,7 +45,7 @@ def truth_firings(rig, pulses: int) -> dict[str, list[int]]:
     hysteresis and re-arm) fires once."""
     motion = AnimalMotion()
     keypoints = list(rig.pose.keypoints)
-    poses = motion.poses_at(np.arange(pulses) / rig.trigger.rate_hz)
+    poses = motion.poses_at(sim_pose_times_s(rig, np.arange(pulses)))
     cameras = rig_cameras(rig)
     engine = RuleEngine(rig.rules, keypoints)
     fired: dict[str, list[int]] = {r.name: [] for r in rig.rules}
