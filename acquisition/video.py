@@ -49,6 +49,11 @@ class VideoWriter:
         self.channels = channels
         self._in_format = "gray" if channels == 1 else "rgb24"
         self._luma_only = channels == 1 and pix_fmt == "yuv420p"
+        self._reused: av.VideoFrame | None = None
+        if encoder == "rawvideo":
+            # The raw encoder copies each frame into its packet at once: one frame, reused, so
+            # a high-rate raw recording allocates nothing per frame.
+            self._reused = av.VideoFrame(width, height, pix_fmt)
         self._size = (width, height)
         self._container = av.open(str(self.path), mode="w", format="matroska")
         rate = Fraction(rate_hz).limit_denominator(1000)
@@ -65,7 +70,11 @@ class VideoWriter:
 
     def write(self, pixels: np.ndarray) -> int:
         """Encode one frame; returns its index in the file."""
-        if self._luma_only:
+        if self._reused is not None:
+            frame = self._reused
+            _plane(frame.planes[0])[:, : pixels.shape[1] * self.channels] = pixels.reshape(
+                pixels.shape[0], -1)
+        elif self._luma_only:
             # Gray pixels become the Y plane as they are (chroma neutral): a gray -> YUV
             # conversion would squeeze them into video range and lose the lossless round trip.
             frame = av.VideoFrame(*self._size, "yuv420p")

@@ -55,10 +55,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     rig = _rig(args)
     if args.seconds is not None and args.seconds <= 0:
         raise InputError(f"run: --seconds must be positive, got {args.seconds:g}")
+    from rigstream.acquisition.codecs import check_codec
+
+    codec = check_codec(rig, args.config or "embedded sim.yaml")  # refuses one the rate cannot take
     out = Path(args.out or Path(rig.recording.folder) / time.strftime("session-%Y%m%d-%H%M%S"))
     until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
     print(f"rigstream run: rig {rig.name!r}, {len(rig.cameras)} cameras at {rig.trigger.rate_hz:g} Hz, "
-          f"{len(rig.rules)} rules, {until} -> {out}", file=sys.stderr)
+          f"{len(rig.rules)} rules, {until} -> {out}; {codec}", file=sys.stderr)
     return _run_session(SessionPlan(rig, out, None, seconds=args.seconds, monitor=_monitor_plan(args)))
 
 
@@ -114,8 +117,11 @@ def _print_summary(s: dict[str, Any]) -> None:
     for cam, n in s["frames"].items():
         dropped = s["frames_dropped"].get(cam, 0)
         check = "ok" if n + dropped == s["pulses_sent"] else "MISMATCH"
+        overrun = s.get("frames_overrun", {}).get(cam, 0)
         lines.append(f"camera {cam:5s} {n} frames + {dropped} dropped = {n + dropped} ({check}); "
-                     f"flagged {s['frames_flagged'].get(cam, 0)}")
+                     f"flagged {s['frames_flagged'].get(cam, 0)}"
+                     + (f"; {overrun} of the dropped overrun in the store before the recorder read "
+                        f"them" if overrun else ""))
     lines.append(f"frame sets  {s['framesets_complete']} complete, "
                  f"{s['framesets_incomplete']} incomplete, {s['framesets_mixed']} mixed")
     lines.append(f"clips       {len(s['clips'])}: {', '.join(s['clips']) or '-'}")
@@ -223,6 +229,14 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from rigstream.acquisition.bridge import run_bridge
+
+    summary = run_bridge(_rig(args), args.camera, args.run, args.status, args.source)
+    logger.info("bridge %s done: %s", args.camera, summary)
+    return 0
+
+
 def cmd_assemble(args: argparse.Namespace) -> int:
     from rigstream.sync.assembler import run_assembler
 
@@ -312,8 +326,15 @@ def cmd_check(args: argparse.Namespace) -> int:
                              f"pose section (pose.enabled)")
         rules = "rules " + ", ".join(f"{r.name} ({r.kind}: {'+'.join(a.kind for a in r.actions)})"
                                      for r in rig.rules)  # checked against the model by plan_pose
-    print(f"{args.config or 'embedded sim.yaml'}: rig {rig.name!r} ok: {cams}; trigger "
-          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}; {calibration}; {rules}")
+    from rigstream.acquisition.codecs import check_codec
+    from rigstream.framestore import check_fits
+
+    where = args.config or "embedded sim.yaml"
+    memory = check_fits(rig.store_bytes(), where)
+    codec = check_codec(rig, where)
+    print(f"{where}: rig {rig.name!r} ok: {cams}; trigger "
+          f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}; {calibration}; {rules}; "
+          f"{memory} ({rig.store_frames()} frames per camera); {codec}")
     return 0
 
 
@@ -581,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_record)
 
+    p = sub.add_parser("bridge", help="fill this host's store of a camera on another host "
+                       "(one per camera)")
+    _add_component_args(p)
+    p.add_argument("--camera", required=True, help="the camera's name in the rig")
+    p.add_argument("--source", help="the camera node's tcp address (default: the camera's address "
+                   "in the rig)")
+    p.set_defaults(func=cmd_bridge)
+
     p = sub.add_parser("assemble", help="match frames by trigger index into frame sets")
     _add_component_args(p)
     p.set_defaults(func=cmd_assemble)
@@ -729,7 +758,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=2, help="inference: batch = views of one frame set")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="inference: CPU threads per engine")
-    p.add_argument("--cameras", default="2,4,6", help="triangulate: comma-separated camera counts")
+    p.add_argument("--cameras", default=None,
+                   help="comma-separated camera counts: throughput (default 2), triangulate (default 2,4,6)")
+    p.add_argument("--no-monitor", action="store_true", help="throughput: without the monitor")
+    p.add_argument("--no-video", action="store_true",
+                   help="throughput: whole-session video off (frames.csv still written)")
+    p.add_argument("--pose", action="store_true", help="throughput: with the live pose engine")
+    p.add_argument("--keep", action="store_true", help="throughput: keep each trial's session folder")
     p.add_argument("--keypoints", type=int, default=20, help="triangulate: keypoints per frame set")
     p.set_defaults(func=cmd_bench)
     return parser
