@@ -18,7 +18,6 @@ is counted as ``out_of_order`` and not stored. The camera's end of stream ends t
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from typing import Any
@@ -31,7 +30,7 @@ from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import FrameReceiver, Received, StopWait
 from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FrameHeader
-from rigstream.transport import ControlListener, Publisher, StatusReporter, is_local_address
+from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter, is_local_address
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +236,7 @@ def run_bridge(rig: RigConfig, camera: str, run: str, status_address: str | None
                source: str | None = None) -> dict[str, Any]:
     """Run one camera's bridge until its end of stream or a stop (SIGINT/SIGTERM, or the
     supervisor's stop)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     ctx = zmq.Context()
     try:
         return Bridge(rig, camera, run, ctx, status_address=status_address,

@@ -20,7 +20,6 @@ for downstream: frames + drops == pulses.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from typing import Any
@@ -34,7 +33,14 @@ from rigstream.config import CameraConfig, RigConfig
 from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.sync.clock import LinearClockFit
-from rigstream.transport import ControlListener, Publisher, StatusReporter, is_local_address, subscriber
+from rigstream.transport import (
+    ControlListener,
+    Publisher,
+    SignalStop,
+    StatusReporter,
+    is_local_address,
+    subscriber,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -359,9 +365,7 @@ LATCH_INTERVAL_NS = 1_000_000_000
 def run_camera(rig: RigConfig, camera: str, run: str, status_address: str | None = None,
                expect_subscribers: int = 0) -> dict[str, Any]:
     """Run one camera node until stopped (SIGINT/SIGTERM or the supervisor's stop)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     ctx = zmq.Context()
     try:
         node = CameraNode(rig, camera, run, ctx, status_address=status_address,

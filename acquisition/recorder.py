@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import signal
 import threading
 import time
 from collections import deque
@@ -49,7 +48,7 @@ from rigstream.config import RigConfig
 from rigstream.frames import CameraStores, StopWait
 from rigstream.framestore import FrameStore, Record, StoreCursor
 from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
-from rigstream.transport import ControlListener, StatusReporter, received, subscriber
+from rigstream.transport import ControlListener, SignalStop, StatusReporter, received, subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -450,7 +449,5 @@ class Recorder:
 
 def run_recorder(rig: RigConfig, run: str, out: str | Path,
                  status_address: str | None = None) -> dict[str, Any]:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     return Recorder(rig, run, out, status_address=status_address).run_forever(stop)

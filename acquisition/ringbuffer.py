@@ -33,7 +33,6 @@ import csv
 import json
 import logging
 import math
-import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ from rigstream.config import RigConfig
 from rigstream.frames import CameraStores, StopWait
 from rigstream.framestore import FIELDS, FrameStore, StoreLayout, frame_header
 from rigstream.protocol import Event
-from rigstream.transport import ControlListener, StatusReporter, bind_address, received
+from rigstream.transport import ControlListener, SignalStop, StatusReporter, bind_address, received
 
 logger = logging.getLogger(__name__)
 
@@ -482,7 +481,5 @@ def send_event(ctx: zmq.Context, address: str, event: Event) -> None:
 
 def run_ringbuffer(rig: RigConfig, run: str, out: str | Path,
                    status_address: str | None = None) -> dict[str, Any]:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     return ClipService(rig, run, out, status_address=status_address).run_forever(stop)

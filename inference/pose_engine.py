@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from rigstream.sync.assembler import decode_frameset
 from rigstream.transport import (
     ControlListener,
     Publisher,
+    SignalStop,
     StatusReporter,
     subscriber,
     trigger_client_keys,
@@ -537,9 +537,7 @@ def _points3d_row(xyz: np.ndarray, error: np.ndarray, ncams: np.ndarray, score: 
 
 def run_pose(rig: RigConfig, run: str, out: str | None = None,
              status_address: str | None = None) -> dict[str, Any]:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     ctx = zmq.Context()
     try:
         return PoseEngineNode(rig, run, out, ctx, status_address).run_forever(stop)

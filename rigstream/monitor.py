@@ -46,7 +46,6 @@ import ipaddress
 import json
 import logging
 import math
-import signal
 import socket
 import threading
 import time
@@ -69,6 +68,7 @@ from rigstream.protocol import Command, Event, FrameHeader, Pose2D, Pose3D, Stat
 from rigstream.transport import (
     ControlListener,
     CurveClientKeys,
+    SignalStop,
     StatusReporter,
     received,
     request,
@@ -1198,9 +1198,7 @@ def run_monitor(rig: RigConfig, run: str, status_address: str | None = None, hos
                 announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the monitor until stopped (SIGINT/SIGTERM or the supervisor's stop); ``announce``
     gets the URL once the page is served."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     ctx = zmq.Context()
     try:
         with Monitor(rig, run, ctx, status_address, host, port, token) as monitor:

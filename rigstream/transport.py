@@ -14,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -109,6 +111,24 @@ def received(sock: zmq.Socket, expected: Any, malformed: protocol.MalformedCount
             yield protocol.decode(buf, expected)
         except protocol.ProtocolError as err:
             malformed(err)
+
+
+class SignalStop(threading.Event):
+    """A component's stop, set by SIGINT or SIGTERM (:meth:`on_signals`) or by ``set()``.
+
+    The signal handler sets the flag without the Event's lock: ``Event.set`` takes a lock, and
+    a second signal landing while the first handler holds it deadlocks the main thread forever
+    (seen: every component of a SIGKILLed supervisor stuck in ``Event.set`` under nested
+    handlers). Readers call ``is_set()``, which reads the flag; nothing waits on it.
+    """
+
+    def _from_signal(self, signum: int, frame: object) -> None:
+        self._flag = True  # type: ignore[attr-defined]  # lock-free on purpose (see above)
+
+    def on_signals(self) -> SignalStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._from_signal)
+        return self
 
 
 class StatusReporter:

@@ -23,7 +23,6 @@ still holds the index afterwards).
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ from rigstream.config import RigConfig
 from rigstream.frames import CameraStores, StopWait
 from rigstream.framestore import Record, StoreCursor
 from rigstream.protocol import FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
-from rigstream.transport import ControlListener, Publisher, StatusReporter
+from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter
 
 logger = logging.getLogger(__name__)
 
@@ -291,9 +290,7 @@ def decode_frameset(parts: list[Any]) -> tuple[FrameSetHeader, list[FrameHeader]
 
 
 def run_assembler(rig: RigConfig, run: str, status_address: str | None = None) -> dict[str, Any]:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = SignalStop().on_signals()
     ctx = zmq.Context()
     try:
         return Assembler(rig, run, ctx, status_address=status_address).run_forever(stop)
