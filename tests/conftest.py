@@ -113,6 +113,21 @@ def zctx() -> Iterator[zmq.Context]:
     ctx.destroy(linger=0)
 
 
+@pytest.fixture
+def fake(zctx: zmq.Context, run_dir: str) -> Iterator[Callable[[RigConfig], FakeCameras]]:
+    """``make(rig)``: FakeCameras for the rig in this test's run folder, closed (stores
+    unlinked) after the test."""
+    made: list[FakeCameras] = []
+
+    def make(rig: RigConfig) -> FakeCameras:
+        made.append(FakeCameras(rig, run_dir, zctx))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
 def malformed_messages(fake: FakeCameras, camera: str) -> list[list[bytes]]:
     """One of each kind of bad message a consumer must survive."""
     good = fake.header(camera, 10_000)

@@ -14,7 +14,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +34,6 @@ def rig_with(codec: str = "ffv1", **top: Any) -> RigConfig:
     doc = msgspec.to_builtins(small_rig(**top))
     doc["recording"]["codec"] = codec
     return msgspec.convert(doc, type=RigConfig, strict=True)
-
-
-@pytest.fixture
-def fake(zctx: zmq.Context, run_dir: str) -> Iterator[Callable[[RigConfig], FakeCameras]]:
-    made: list[FakeCameras] = []
-
-    def make(rig: RigConfig) -> FakeCameras:
-        made.append(FakeCameras(rig, run_dir, zctx))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 class Running:

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,19 +106,6 @@ class Feed:
     def eos(self, last: int) -> None:
         for cam in self.cameras:
             self.fake.eos(cam, last)
-
-
-@pytest.fixture
-def fake(zctx: zmq.Context, run_dir: str) -> Iterator[Callable[[RigConfig], FakeCameras]]:
-    made: list[FakeCameras] = []
-
-    def make(rig: RigConfig) -> FakeCameras:
-        made.append(FakeCameras(rig, run_dir, zctx))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 class Running:

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +25,6 @@ from rigstream.session import write_rig
 from rigstream.transport import Publisher
 from rigstream.verify import verify_session
 from tests.conftest import FakeCameras, run_in_thread, small_rig
-
-
-@pytest.fixture
-def fake(zctx: zmq.Context, run_dir: str) -> Iterator[Callable[[RigConfig], FakeCameras]]:
-    made: list[FakeCameras] = []
-
-    def make(rig: RigConfig) -> FakeCameras:
-        made.append(FakeCameras(rig, run_dir, zctx))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 class Session:
