@@ -213,6 +213,16 @@ class _CameraTrack:
 
     def _record(self, rec: Record) -> None:
         n = rec.index
+        video_frame = -1
+        if rec.state == "frame":
+            self.frames += 1
+            if self.writer is not None and self.error is None:
+                written = self._encode(n, rec.pixels)
+                if written is None:  # overwritten while the raw writer copied it from the slot
+                    self.frames -= 1
+                    rec = Record(n, "overrun", None, None)
+                else:
+                    video_frame = written
         if rec.state == "overrun":
             self._overrun(n)
             row = _no_frame_row(self.camera, n, lost=False)
@@ -221,12 +231,7 @@ class _CameraTrack:
                 self._close_range()
             assert rec.fields is not None
             _, frame_id, t_camera_ns, t_pi_ns, t_host_ns, flags = rec.fields[:6].tolist()
-            video_frame = -1
-            if rec.state == "frame":
-                self.frames += 1
-                if self.writer is not None and self.error is None:
-                    video_frame = self._encode(rec.pixels)
-            else:
+            if rec.state == "notice":
                 self.dropped += 1
                 with self._recent_lock:
                     self._dropped_recent.append(n)
@@ -237,9 +242,15 @@ class _CameraTrack:
         self.next_row = n + 1
         self.taken += 1
 
-    def _encode(self, pixels: np.ndarray | None) -> int:
-        assert self.writer is not None and pixels is not None
+    def _encode(self, n: int, pixels: np.ndarray | None) -> int | None:
+        """The frame's index in the video (-1 if the video failed: the tables go on); None if
+        the raw writer, copying straight from the slot, found it overwritten."""
+        assert self.writer is not None and pixels is not None and self.cursor is not None
+        store = self.cursor.store
         try:
+            if self.buf is None:  # pixels is the slot itself
+                k = self.writer.write(pixels, lambda: store.holds(n))
+                return None if k < 0 else k
             return self.writer.write(pixels)
         except Exception as exc:  # keep the tables going even if a video fails
             self.error = f"{type(exc).__name__}: {exc}"
@@ -348,7 +359,7 @@ class Recorder:
         for cam, store in self.stores.stores.items():
             track = self.tracks[cam]
             if track.cursor is None:
-                track.start(store, copy_pixels=self.video)
+                track.start(store, copy_pixels=track.writer is not None and not track.writer.in_place)
 
     def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
         waiting = StopWait(self.control, stop or threading.Event())

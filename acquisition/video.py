@@ -3,19 +3,22 @@
 Matroska is written incrementally, so a session killed mid-way leaves a file that plays up
 to its last written cluster (an MP4 without its index would not open at all).
 
-Codecs: ``ffv1`` (lossless, compressed), ``raw`` (lossless, uncompressed, fastest),
-``h264_lossless`` (libx264 at qp 0), ``h264`` (lossy, ``crf``).
+Codecs: ``ffv1`` (lossless, compressed), ``raw`` (lossless, uncompressed, fastest; written by
+:mod:`rigstream.acquisition.mkv` with one copy per frame and no encoder), ``h264_lossless``
+(libx264 at qp 0), ``h264`` (lossy, ``crf``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from rigstream.acquisition.mkv import RawMatroskaWriter
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +50,17 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         encoder, pix_fmt, options = _codec_settings(codec, channels, crf)
         self.channels = channels
+        self.frames_written = 0
+        self._closed = False
+        self._raw: RawMatroskaWriter | None = None
+        self.in_place = encoder == "rawvideo"
+        """:meth:`write` may be given a view that can change under it (a frame store's slot)
+        with a ``still_valid`` check: the raw writer copies once and checks after."""
+        if self.in_place:
+            self._raw = RawMatroskaWriter(self.path, width, height, channels, rate_hz)
+            return
         self._in_format = "gray" if channels == 1 else "rgb24"
         self._luma_only = channels == 1 and pix_fmt == "yuv420p"
-        self._reused: av.VideoFrame | None = None
-        if encoder == "rawvideo":
-            # The raw encoder copies each frame into its packet at once: one frame, reused, so
-            # a high-rate raw recording allocates nothing per frame.
-            self._reused = av.VideoFrame(width, height, pix_fmt)
         self._size = (width, height)
         self._container = av.open(str(self.path), mode="w", format="matroska")
         rate = Fraction(rate_hz).limit_denominator(1000)
@@ -65,16 +72,17 @@ class VideoWriter:
         self._stream.time_base = Fraction(1, 1) / rate
         if threads:
             self._stream.codec_context.thread_count = threads
-        self.frames_written = 0
-        self._closed = False
 
-    def write(self, pixels: np.ndarray) -> int:
-        """Encode one frame; returns its index in the file."""
-        if self._reused is not None:
-            frame = self._reused
-            _plane(frame.planes[0])[:, : pixels.shape[1] * self.channels] = pixels.reshape(
-                pixels.shape[0], -1)
-        elif self._luma_only:
+    def write(self, pixels: np.ndarray, still_valid: Callable[[], bool] | None = None) -> int:
+        """Encode one frame; returns its index in the file. With ``still_valid`` (raw video
+        only, :attr:`in_place`): -1, and nothing written, if it is False after the copy."""
+        if self._raw is not None:
+            k = self._raw.write(pixels, still_valid)
+            self.frames_written = self._raw.frames_written
+            return k
+        if still_valid is not None:
+            raise ValueError(f"{self.path}: only raw video is written from a slot in place")
+        if self._luma_only:
             # Gray pixels become the Y plane as they are (chroma neutral): a gray -> YUV
             # conversion would squeeze them into video range and lose the lossless round trip.
             frame = av.VideoFrame(*self._size, "yuv420p")
@@ -94,6 +102,9 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
+        if self._raw is not None:
+            self._raw.close()
+            return
         try:
             for packet in self._stream.encode():
                 self._container.mux(packet)

@@ -52,6 +52,9 @@ PREFIX = "rigstream-"
 MAGIC = 0x31455245_54535352  # "RSSTORE1" little-endian
 VERSION = 1
 PAGE = 4096
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+"""Map every page at once: a writer's first pass round the ring (and a reader's) would
+otherwise take a page fault per 4 KiB, 3x the cost of the copy itself at 1440x1080."""
 
 # Control block: int64 words at offset 0.
 _C_MAGIC, _C_VERSION, _C_CAPACITY, _C_HEIGHT, _C_WIDTH, _C_CHANNELS, _C_ITEMSIZE = range(7)
@@ -213,7 +216,7 @@ class FrameStore:
             except OSError as exc:
                 raise StoreError(f"store {name}: cannot reserve {need / 2**30:.2f} GiB in {SHM_DIR}: "
                                  f"{exc.strerror}") from None
-            mm = mmap.mmap(fd, need, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = mmap.mmap(fd, need, mmap.MAP_SHARED | _POPULATE, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -250,7 +253,7 @@ class FrameStore:
             size = os.fstat(fd).st_size
             if size < _CONTROL_WORDS * 8:
                 raise StoreMissing(f"store {name}: {path} is still being made")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | _POPULATE, mmap.PROT_READ)
         finally:
             os.close(fd)
         c = np.ndarray((_CONTROL_WORDS,), np.int64, mm, 0)

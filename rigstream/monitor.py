@@ -79,7 +79,13 @@ from rigstream.transport import (
 logger = logging.getLogger(__name__)
 
 RING_FRAMES = 16
-"""Newest frames taken kept per camera (so a frame can be shown with its own Pose2D)."""
+"""Newest frames taken kept per camera."""
+TAKE_FPS = 30.0
+"""Newest frames copied out of a camera's store per second, at most: twice what the page
+shows (MAX_FPS), a small share of a 226 Hz camera. The frame of each Pose2D is copied as well
+(:attr:`CameraFeed.posed`), so keypoints are drawn on their own frame."""
+POSED_FRAMES = 16
+"""Frames of the newest Pose2D messages kept per camera."""
 RING_SPARE = 16
 """Pool buffers per camera beyond RING_FRAMES: a frame that left the ring is overwritten only
 after this many newer frames, so one the web server picked just before is not torn while it
@@ -189,6 +195,12 @@ class CameraFeed:
         """Trigger indices between two history frames."""
         depth = max(1, min(round(HISTORY_S * HISTORY_FPS), budget_bytes // max(frame_bytes, 1)))
         self.history: collections.deque[Kept] = collections.deque(maxlen=depth)
+        self.posed: collections.deque[Kept] = collections.deque(maxlen=POSED_FRAMES)
+        """The frames of the newest Pose2D messages, copied from the store when each came."""
+        self._posed_pool: list[np.ndarray] = []
+        self._posed_taken = 0
+        self.t_taken = 0.0
+        """When the newest frame was last taken (monotonic s; TAKE_FPS)."""
         self._pool: list[np.ndarray] = []
         self._history_pool: list[np.ndarray] = []
         self._taken = 0
@@ -216,6 +228,20 @@ class CameraFeed:
                                   for _ in range((self.history.maxlen or 1) + HISTORY_SPARE)]
         return self._pool[self._taken % len(self._pool)]
 
+    def claim_posed(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        """The buffer the next posed frame is copied into (as :meth:`claim`, for :attr:`posed`)."""
+        if not self._posed_pool:
+            self._posed_pool = [np.empty(shape, dtype) for _ in range(POSED_FRAMES + RING_SPARE)]
+        return self._posed_pool[self._posed_taken % len(self._posed_pool)]
+
+    def add_posed(self, header: FrameHeader, pixels: np.ndarray) -> None:
+        """Hold the frame of a Pose2D; ``pixels`` is the buffer :meth:`claim_posed` returned."""
+        self.posed.append((header, pixels))
+        self._posed_taken += 1
+
+    def holds(self, index: int) -> bool:
+        return any(h.trigger_index == index for part in (self.posed, self.ring) for h, _ in part)
+
     def saw(self, index: int) -> None:
         """Trigger ``index`` is the newest looked at (what came between was skipped)."""
         self.skipped += max(0, index - self.newest_read - 1)
@@ -237,7 +263,9 @@ class CameraFeed:
 
     def frames_after(self, after: int) -> list[Kept]:
         """Held frames newer than trigger index ``after``, oldest first."""
-        return [f for part in (self.history, self.ring) for f in part if f[0].trigger_index > after]
+        frames = [f for part in (self.history, self.ring, self.posed) for f in part
+                  if f[0].trigger_index > after]
+        return sorted(frames, key=lambda f: f[0].trigger_index)
 
     @property
     def newest_index(self) -> int:
@@ -300,6 +328,16 @@ class MonitorState:
                 feed.drop_notices += 1
             else:
                 feed.add(header, pixels)
+
+    def add_posed_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
+        """The frame a Pose2D was computed on, copied from its store into
+        :meth:`CameraFeed.claim_posed`'s buffer."""
+        with self.lock:
+            self.feeds[header.camera].add_posed(header, pixels)
+
+    def holds_frame(self, camera: str, index: int) -> bool:
+        with self.lock:
+            return self.feeds[camera].holds(index)
 
     def frame_lost(self, camera: str, index: int) -> None:
         """The newest index of a camera was overwritten in its store while it was copied."""
@@ -814,6 +852,8 @@ class Monitor:
             if self._take_newest(camera, store):
                 self.waker.notify(camera)
         for msg in received(self.poses, (Pose2D, Pose3D), self.malformed["poses"]):
+            if isinstance(msg, Pose2D):
+                self._take_posed(msg)
             self.state.add_pose(msg)
             self.waker.notify("pose2d" if isinstance(msg, Pose2D) else "pose3d")
         for msg in received(self.rule_events, Event, self.malformed["rule_events"]):
@@ -830,8 +870,10 @@ class Monitor:
         if not feed.ended and store.ended:
             self.state.camera_ended(camera)
         n = store.head - 1
-        if n <= feed.newest_read:
+        now = time.monotonic()
+        if n <= feed.newest_read or now - feed.t_taken < 1 / TAKE_FPS:
             return False
+        feed.t_taken = now
         layout = store.layout
         rec = store.read(n, out=feed.claim(layout.frame_shape, layout.dtype))
         if rec is None:
@@ -841,6 +883,20 @@ class Monitor:
             return False
         self.state.add_frame(rec.header(camera, layout), rec.pixels)
         return rec.state == "frame"
+
+    def _take_posed(self, pose: Pose2D) -> None:
+        """Copy the frames ``pose`` was computed on from their stores (where they still are),
+        so its keypoints are drawn on their own frame."""
+        n = pose.trigger_index
+        for camera in pose.views:
+            store = self.frames.stores.get(camera)
+            if store is None or camera not in self.state.feeds or self.state.holds_frame(camera, n):
+                continue
+            layout = store.layout
+            rec = store.read(n, out=self.state.feeds[camera].claim_posed(layout.frame_shape,
+                                                                          layout.dtype))
+            if rec is not None and rec.state == "frame":
+                self.state.add_posed_frame(rec.header(camera, layout), rec.pixels)
 
     def _take(self, name: str, add: Callable[[Any], None], msg: Event | Status) -> None:
         """``add(msg)``; free-form contents (Event.data, Status.stats) that do not have the
