@@ -257,9 +257,124 @@ def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+SOAK_CLIP_EVERY_S = 20.0
+"""The soak's clips: the shipped midline rule with this refractory period, about the pace of a
+lab's behavioural events (each clip of 1.5 s at 2 x 1440x1080 is 1 GB of raw video)."""
+SOAK_KEEP_CLIPS = 4
+"""Clips the soak leaves in the session for the final ``rigstream verify``; older ones are
+checked by the same code as they are saved and then removed (disk)."""
+
+
+def _component_memory() -> dict[str, dict[str, int]]:
+    """Resident memory of this process's children (the session's components), MiB: private
+    (``RssAnon``: what grows if something leaks) and shared (``RssShmem``: frame stores)."""
+    me = os.getpid()
+    out: dict[str, dict[str, int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if int(fields["PPid"]) != me:
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, KeyError, ValueError):
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        role = words[words.index("rigstream") + 1] if "rigstream" in words[:4] else proc.name
+        if role == "camera" and "--name" in words:
+            role = f"camera {words[words.index('--name') + 1]}"
+        out[role] = {k: int(fields.get(f"Rss{k.capitalize()}", "0 kB").split()[0]) // 1024
+                     for k in ("anon", "shmem")}
+    return out
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """The seed lab's mode for ``--seconds`` (default 1800): 2 x 1440x1080 at 226 Hz, whole-session
+    video off (the tables still written), ring + pose + rules + clips + monitor. Each clip is
+    checked as it is saved (exact window on every camera, video decodes to its rows) and then
+    removed, but for the last few; the memory of every component is read after a minute and
+    at the end; ``rigstream verify`` runs on the session afterwards."""
+    import threading
+
+    from rigstream.config import with_overrides
+    from rigstream.session import MonitorPlan, Session, SessionPlan, demo_rig
+    from rigstream.verify import verify_clip, verify_session
+
+    seconds = args.seconds or 1800.0
+    rate = float(args.rates.split(",")[0]) if args.rates else 226.0
+    cams = int((args.cameras or "2").split(",")[0])
+    base = load_rig()
+    rig = demo_rig(base, cameras=cams, fps=rate, width=args.width, height=args.height, codec="raw",
+                   pose=True, prerender_s=8.0)
+    rules = [{**msgspec.to_builtins(r), "refractory_ms": SOAK_CLIP_EVERY_S * 1000} for r in base.rules]
+    rig = with_overrides(rig, rules=rules,
+                         recording={**msgspec.to_builtins(rig.recording), "video": "off"})
+    out = Path(args.out or tempfile.mkdtemp(prefix="rigstream-soak-")) / "session"
+    pulses = round(seconds * rate)
+    checked: list[dict[str, Any]] = []
+    problems: list[str] = []
+    memory: dict[str, Any] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        seen: set[str] = set()
+        started = time.monotonic()
+        while not done.wait(2.0):
+            if "start" not in memory and time.monotonic() - started > 60:
+                memory["start"] = _component_memory()
+            if memory.get("start"):
+                now = _component_memory()
+                if set(now) == set(memory["start"]):  # all still running (not yet stopping)
+                    memory["end"] = now
+            for info in sorted((out / "clips").glob("*/event.json")):
+                clip = info.parent
+                if clip.name in seen:
+                    continue
+                try:
+                    checked.append(verify_clip(clip, rig, None, problems))
+                except (OSError, ValueError, KeyError):
+                    continue  # still being written: next round
+                seen.add(clip.name)
+                older = sorted(seen)[:-SOAK_KEEP_CLIPS]
+                for name in older:
+                    shutil.rmtree(out / "clips" / name, ignore_errors=True)
+
+    watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
+    watcher.start()
+    t0 = time.monotonic()
+    try:
+        s = Session(SessionPlan(rig, out, pulses, [], monitor=MonitorPlan(port=0))).run()
+    finally:
+        done.set()
+        watcher.join(30)
+    wall = time.monotonic() - t0
+    report = verify_session(out)
+    result = {
+        "benchmark": "soak", "seconds": seconds, "rate_hz": rate, "cameras": cams,
+        "frame": f"{args.width}x{args.height} mono8", "video": "off", "wall_s": round(wall, 1),
+        "pulses": pulses, "frames": s["frames"], "frames_dropped": s["frames_dropped"],
+        "frames_overrun": s.get("frames_overrun"), "framesets_incomplete": s["framesets_incomplete"],
+        "pose": {k: s["pose"].get(k) for k in ("framesets_posed", "framesets_skipped")},
+        "rule_firings": {r: st["fired"] for r, st in s["pose"]["rules"].items()},
+        "clips_saved": len(s.get("clips", [])) if isinstance(s.get("clips"), list) else s.get("clips"),
+        "clips_checked_during_run": len(checked),
+        "clips_with_problems": problems,
+        "memory_mib": memory,
+        "verify_problems": report["problems"],
+        "session": str(out),
+    }
+    if not args.keep:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    return result
+
+
 def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "throughput":
         return throughput(args)
+    if what == "soak":
+        return soak(args)
     if what == "closed-loop":
         return closed_loop(args)
     if what == "inference":

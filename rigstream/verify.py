@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rigstream.config import load_rig
+from rigstream.config import RigConfig, load_rig
 
 
 def _rows(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -95,24 +95,29 @@ def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
                                 f"trigger index {named[0]}), but the session was recorded without video")
         cameras[cam.name] = {"rows": len(cam_rows), "frames": len(cam_rows) - len(dropped),
                              "dropped": len(dropped), "lost": lost, "decoded": decoded}
-    clips = []
-    pre, post = rig.frames_per(rig.ring_buffer.pre_s), rig.frames_per(rig.ring_buffer.post_s)
-    for info_path in sorted(folder.glob("clips/*/event.json")):
-        info = json.loads(info_path.read_text())
-        indices = [e["trigger_index"] for e in info["events"]]
-        # the clip's own window: a rule's clip action, else the ring buffer's
-        clip_pre, clip_post = info.get("pre_frames", pre), info.get("post_frames", post)
-        want = list(range(max(0, min(indices) - clip_pre), max(indices) + clip_post + 1))
-        clip_rows = _rows(info_path.parent / "frames.csv")
-        for cam in rig.cameras:
-            got = [int(r["trigger_index"]) for r in clip_rows.get(cam.name, [])]
-            if got != want:
-                problems.append(f"{info_path.parent.name}/{cam.name}: indices {got[:1]}..{got[-1:]}"
-                                f" ({len(got)}), expected [{want[0]}, {want[-1]}]")
-            video = info_path.parent / f"{cam.name}.mkv"
-            if video.exists() or any(r["dropped"] == "0" for r in clip_rows.get(cam.name, [])):
-                _check_video(video, clip_rows.get(cam.name, []), cam.name, renderer, problems)
-        clips.append({"clip": info_path.parent.name, "start": want[0], "end": want[-1],
-                      "events": len(indices)})
+    clips = [verify_clip(info_path.parent, rig, renderer, problems)
+             for info_path in sorted(folder.glob("clips/*/event.json"))]
     return {"session": str(folder), "pulses": pulses, "video": rig.recording.video,
             "cameras": cameras, "clips": clips, "pixels_checked": truth, "problems": problems}
+
+
+def verify_clip(clip: Path, rig: RigConfig, renderer: Any, problems: list[str]) -> dict[str, Any]:
+    """Check one clip folder: each camera's rows are exactly the clip's window (its rule's, else
+    the ring buffer's), and its video decodes to its frame rows (``renderer``: and equals the
+    simulated cameras' pixels). Appends what is wrong to ``problems``."""
+    info = json.loads((clip / "event.json").read_text())
+    indices = [e["trigger_index"] for e in info["events"]]
+    pre = info.get("pre_frames", rig.frames_per(rig.ring_buffer.pre_s))
+    post = info.get("post_frames", rig.frames_per(rig.ring_buffer.post_s))
+    want = list(range(max(0, min(indices) - pre), max(indices) + post + 1))
+    clip_rows = _rows(clip / "frames.csv")
+    for cam in rig.cameras:
+        got = [int(r["trigger_index"]) for r in clip_rows.get(cam.name, [])]
+        if got != want:
+            problems.append(f"{clip.name}/{cam.name}: indices {got[:1]}..{got[-1:]} ({len(got)}), "
+                            f"expected [{want[0]}, {want[-1]}]")
+        video = clip / f"{cam.name}.mkv"
+        if video.exists() or any(r["dropped"] == "0" for r in clip_rows.get(cam.name, [])):
+            _check_video(video, clip_rows.get(cam.name, []), cam.name, renderer, problems)
+    return {"clip": clip.name, "start": want[0], "end": want[-1], "events": len(indices),
+            "frames": {c: sum(r["dropped"] == "0" for r in rows) for c, rows in clip_rows.items()}}
