@@ -18,7 +18,6 @@ is counted as ``out_of_order`` and not stored. The camera's end of stream ends t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -26,8 +25,9 @@ import msgspec
 import zmq
 
 from rigstream import protocol
+from rigstream.component import Component
 from rigstream.config import ConfigError, RigConfig
-from rigstream.frames import FrameReceiver, Received, StopWait
+from rigstream.frames import FrameReceiver, Received
 from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FrameHeader
 from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter, is_local_address
@@ -35,7 +35,7 @@ from rigstream.transport import ControlListener, Publisher, SignalStop, StatusRe
 logger = logging.getLogger(__name__)
 
 
-class Bridge:
+class Bridge(Component):
     """Fills this host's store of ``camera`` from its node on another host.
 
     ``source`` (a tcp address) overrides where the node publishes (default: the rig's frame
@@ -60,7 +60,7 @@ class Bridge:
             rig = msgspec.structs.replace(rig, cameras=[
                 msgspec.structs.replace(c, address=source) if c.name == camera else c
                 for c in rig.cameras])
-        self.where = f"bridge {camera}"
+        self.where = self.name = f"bridge {camera}"
         self.frames = FrameReceiver(rig, run, ctx, self.where, cameras=[camera])
         self.pub = Publisher(ctx, self.rig.address("local_headers", run, camera=camera),
                              hwm=self.rig.transport.frame_hwm)
@@ -91,35 +91,23 @@ class Bridge:
         self.store = FrameStore.create(store_name(run, camera), StoreLayout(
             rig.store_frames(), cfg.height, cfg.width, cfg.channels), wake_address=self.pub.address)
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- the loop (rigstream.component): until the camera's end of stream, or after a stop
+    # until nothing came for a while; the store is ended and closed at the end ----------------
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        """Bridge until the camera's end of stream (or, after a stop, until nothing came for
-        a while); the store is ended and closed at the end. Returns the bridge's summary."""
-        waiting = StopWait(self.control, stop or threading.Event())
-        self.status.report("ready", **self.summary())
-        try:
-            while not self.eos:
-                waiting.poll()
-                if waiting.expired:
-                    break
-                got = self.frames.recv(timeout_ms=20)
-                if got is not None:
-                    self.put(got)
-                    waiting.progressed()  # still catching up: keep waiting
-                self.pub.poll_subscriptions()
-                self.status.heartbeat(self.summary)
-            if not self.eos:
-                self._end_without_eos()
-            summary = self.summary()
-            self.status.report("done", **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("%s failed", self.where)
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}", **self.summary())
-            raise
-        finally:
-            self.close()
+    def finished(self) -> bool:
+        return self.eos
+
+    def turn(self) -> bool:
+        got = self.frames.recv(timeout_ms=20)
+        if got is not None:
+            self.put(got)
+        self.pub.poll_subscriptions()
+        return got is not None
+
+    def finish(self) -> dict[str, Any]:
+        if not self.eos:
+            self._end_without_eos()
+        return self.summary()
 
     def _end_without_eos(self) -> None:
         """A stop, and the camera's end of stream never came: end the store where it is."""

@@ -29,6 +29,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.acquisition.camera import Camera, CameraError, Frame
+from rigstream.component import Component
 from rigstream.config import CameraConfig, RigConfig
 from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
@@ -107,11 +108,14 @@ class PulseTable:
         self.sock.close()
 
 
-class CameraNode:
+class CameraNode(Component):
+    drains = False  # a source: it stops at once, then accounts for every pulse
+
     def __init__(self, rig: RigConfig, camera: str, run: str, ctx: zmq.Context | None = None,
                  status_address: str | None = None, expect_subscribers: int = 0) -> None:
         self.rig = rig
         self.config = rig.camera(camera)
+        self.name = f"camera {camera}"
         self.run = run
         self.ctx = ctx or zmq.Context.instance()
         self.expect_subscribers = expect_subscribers
@@ -158,40 +162,27 @@ class CameraNode:
         self.store = FrameStore.create(store_name(run, camera), StoreLayout(
             rig.store_frames(), cfg.height, cfg.width, cfg.channels), wake_address=wake)
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- the loop (rigstream.component): acquire until a stop, then account for every pulse
+    # and publish end of stream ---------------------------------------------------------------
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        """Acquire until a stop command (or ``stop``), then account for every pulse and
-        publish end of stream. Returns the node's summary."""
-        stop = stop or threading.Event()
-        final_pulses: int | None = None
-        try:
-            self.camera.open()
-            self.camera.configure()
-            self.camera.start()
-            self._wait_ready(stop)
-            self.status.report("ready", **self.summary())
-            while not stop.is_set():
-                cmd = self.control.poll()
-                if cmd is not None and cmd.cmd == "stop":
-                    final_pulses = cmd.args.get("pulses")
-                    break
-                frame = self.camera.get_frame(0.05)
-                self.pulses.drain()
-                if frame is not None:
-                    self._handle(frame)
-                self._latch_clock()
-                self.status.heartbeat(self.summary)
-            self._finish(final_pulses)
-            summary = self.summary()
-            self.status.report("done", **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("camera %s failed", self.config.name)
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}", **self.summary())
-            raise
-        finally:
-            self.close()
+    def start(self) -> None:
+        self.camera.open()
+        self.camera.configure()
+        self.camera.start()
+        self._wait_ready(self.waiting.stop)
+
+    def turn(self) -> bool:
+        frame = self.camera.get_frame(0.05)
+        self.pulses.drain()
+        if frame is not None:
+            self._handle(frame)
+        self._latch_clock()
+        return frame is not None
+
+    def finish(self) -> dict[str, Any]:
+        cmd = self.waiting.command
+        self._finish(cmd.args.get("pulses") if cmd is not None else None)
+        return self.summary()
 
     def _latch_clock(self) -> None:
         """Every LATCH_INTERVAL_NS, latch the camera clock against the host's (the midpoint of

@@ -44,8 +44,9 @@ import zmq
 
 from rigstream import protocol
 from rigstream.acquisition.video import LOSSLESS, VideoWriter
+from rigstream.component import Component
 from rigstream.config import RigConfig
-from rigstream.frames import CameraStores, StopWait
+from rigstream.frames import CameraStores
 from rigstream.framestore import FrameStore, Record, StoreCursor
 from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.transport import ControlListener, SignalStop, StatusReporter, received, subscriber
@@ -328,7 +329,9 @@ class _CameraTrack:
         return rows
 
 
-class Recorder:
+class Recorder(Component):
+    name = "recorder"
+
     def __init__(self, rig: RigConfig, run: str, out: str | Path, ctx: zmq.Context | None = None,
                  status_address: str | None = None) -> None:
         self.rig = rig
@@ -353,6 +356,7 @@ class Recorder:
         self.stores = CameraStores(rig, run, ctx, "recorder")
         self._start_opened()
         self._last_flush = time.monotonic()
+        self._taken = 0
         self._final: dict[str, Any] | None = None
 
     def _start_opened(self) -> None:
@@ -361,44 +365,33 @@ class Recorder:
             if track.cursor is None:
                 track.start(store, copy_pixels=track.writer is not None and not track.writer.in_place)
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        waiting = StopWait(self.control, stop or threading.Event())
-        self.status.report("ready", **self.summary())
-        taken = 0
-        try:
-            while not all(t.finished for t in self.tracks.values()):
-                waiting.poll()
-                if waiting.expired:
-                    logger.warning("recorder: cameras %s did not finish their streams within %g s "
-                                   "of the stop or their last frame",
-                                   sorted(c for c, t in self.tracks.items() if not t.finished),
-                                   waiting.idle_s)
-                    break
-                if self.stores.wait(timeout_ms=WAIT_MS):
-                    for track in self.tracks.values():
-                        track.wake.set()
-                self._start_opened()
-                now = sum(t.taken for t in self.tracks.values())
-                if now != taken:
-                    taken = now
-                    waiting.progressed()  # still catching up: keep waiting
-                failed = {c: t.failure for c, t in self.tracks.items() if t.failure}
-                if failed:
-                    raise RuntimeError(f"recorder: camera thread(s) failed: {failed}")
-                self._drain_pulses()
-                if time.monotonic() - self._last_flush > self.rig.recording.flush_interval_s:
-                    self._flush()
-                self.status.heartbeat(self.summary)
-            summary = self.close()
-            self.status.report("done", **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("recorder failed")
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}")
-            self.close()
-            raise
-        finally:
-            self.status.close()
+    # -- the loop (rigstream.component) ----------------------------------------------------
+
+    def finished(self) -> bool:
+        return all(t.finished for t in self.tracks.values())
+
+    def turn(self) -> bool:
+        if self.stores.wait(timeout_ms=WAIT_MS):
+            for track in self.tracks.values():
+                track.wake.set()
+        self._start_opened()
+        taken = sum(t.taken for t in self.tracks.values())
+        progressed, self._taken = taken != self._taken, taken
+        failed = {c: t.failure for c, t in self.tracks.items() if t.failure}
+        if failed:
+            raise RuntimeError(f"recorder: camera thread(s) failed: {failed}")
+        self._drain_pulses()
+        if time.monotonic() - self._last_flush > self.rig.recording.flush_interval_s:
+            self._flush()
+        return progressed
+
+    def gave_up(self) -> None:
+        logger.warning("recorder: cameras %s did not finish their streams within %g s of the stop "
+                       "or their last frame", sorted(c for c, t in self.tracks.items() if not t.finished),
+                       self.idle_s)
+
+    def finish(self) -> dict[str, Any]:
+        return self.close()
 
     def _drain_pulses(self) -> None:
         for pulse in received(self.pulse_sock, protocol.Pulse, self.pulse_malformed):

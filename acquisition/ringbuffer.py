@@ -45,8 +45,9 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition.recorder import FRAME_COLUMNS, frame_row
 from rigstream.acquisition.video import VideoWriter
+from rigstream.component import Component
 from rigstream.config import RigConfig
-from rigstream.frames import CameraStores, StopWait
+from rigstream.frames import CameraStores
 from rigstream.framestore import FIELDS, FrameStore, StoreLayout, frame_header
 from rigstream.protocol import Event
 from rigstream.transport import ControlListener, SignalStop, StatusReporter, bind_address, received
@@ -90,8 +91,10 @@ class Clip:
     """The asked window where it was clamped (``pre_s``/``post_s``: asked and used)."""
 
 
-class ClipService:
+class ClipService(Component):
     """Reads the camera stores, takes events (PULL) and writes clips in a writer thread."""
+
+    name = "clip service"
 
     def __init__(self, rig: RigConfig, run: str, out: str | Path, ctx: zmq.Context | None = None,
                  status_address: str | None = None) -> None:
@@ -134,45 +137,34 @@ class ClipService:
         self._events_csv.writerow(("name", "source", "trigger_index", "t_pi_ns", "t_host_ns",
                                    "clip"))
 
-    # -- main loop: wake-ups and events in -------------------------------------------------------
+    # -- the loop (rigstream.component): wake-ups and events in ----------------------------------
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        waiting = StopWait(self.control, stop or threading.Event())
+    def start(self) -> None:
         self._writer.start()
-        self.status.report("ready", **self.summary())
-        poller = zmq.Poller()
-        poller.register(self.stores.sock, zmq.POLLIN)
-        poller.register(self.events_sock, zmq.POLLIN)
-        try:
-            while not self._finished():
-                waiting.poll()
-                if waiting.expired:
-                    logger.warning("clip service: stopped without the end of every stream "
-                                   "(ended: %s)", sorted(c for c, s in self.stores.stores.items()
-                                                         if s.ended))
-                    break
-                if self._writer_error is not None:
-                    raise RuntimeError(f"clip writer failed: {self._writer_error}")
-                ready = dict(poller.poll(50))
-                if self.events_sock in ready:
-                    self._take_events()
-                if self.stores.wait(0):
-                    self._wake.set()
-                    waiting.progressed()  # still catching up: keep waiting
-                self.status.heartbeat(self.summary)
-            self._take_events()
-            summary = self.close()
-            self.status.report("done", **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("clip service failed")
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}")
-            self.close()
-            raise
-        finally:
-            self.status.close()
+        self._poller = zmq.Poller()
+        self._poller.register(self.stores.sock, zmq.POLLIN)
+        self._poller.register(self.events_sock, zmq.POLLIN)
 
-    def _finished(self) -> bool:
+    def turn(self) -> bool:
+        if self._writer_error is not None:
+            raise RuntimeError(f"clip writer failed: {self._writer_error}")
+        ready = dict(self._poller.poll(50))
+        if self.events_sock in ready:
+            self._take_events()
+        if self.stores.wait(0):
+            self._wake.set()
+            return True
+        return False
+
+    def gave_up(self) -> None:
+        logger.warning("clip service: stopped without the end of every stream (ended: %s)",
+                       sorted(c for c, s in self.stores.stores.items() if s.ended))
+
+    def finish(self) -> dict[str, Any]:
+        self._take_events()
+        return self.close()
+
+    def finished(self) -> bool:
         """Every camera's stream has ended and no clip is pending."""
         if not self.stores.all_open or not all(s.ended for s in self.stores.stores.values()):
             return False

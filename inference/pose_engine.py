@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,9 @@ import zmq
 
 from rigstream import protocol
 from rigstream.calibration import CalibrationError
+from rigstream.component import Component, StopWait
 from rigstream.config import ConfigError, RigConfig
-from rigstream.frames import CameraStores, StopWait
+from rigstream.frames import CameraStores
 from rigstream.framestore import FrameStore
 from rigstream.inference.actions import ActionRunner, Chain
 from rigstream.inference.engines import Engine, open_engine
@@ -164,7 +164,9 @@ def make_engine(rig: RigConfig, plan: PosePlan) -> Engine:
         raise PoseSetupError(f"pose.model: {exc}") from None
 
 
-class PoseEngineNode:
+class PoseEngineNode(Component):
+    name = "pose engine"
+
     def __init__(self, rig: RigConfig, run: str, out: str | Path | None = None,
                  ctx: zmq.Context | None = None, status_address: str | None = None,
                  engine: Engine | None = None, plan: PosePlan | None = None) -> None:
@@ -257,37 +259,30 @@ class PoseEngineNode:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        waiting = StopWait(self.control, stop or threading.Event())
-        self.status.report("ready", **self.summary())
-        try:
-            while True:
-                if waiting.poll():
-                    # The stop names the pulses sent: finish soon after the last one's set.
-                    args = waiting.command.args if waiting.command is not None else {}
-                    seen_last = "pulses" not in args or self.last_index >= int(args["pulses"]) - 1
-                    idle = waiting.since_progress_s
-                    if (seen_last and idle > FINISH_IDLE_S) or idle > waiting.idle_s:
-                        break
-                if self.step(timeout_ms=20):
-                    waiting.progressed()
-                if self.actions is not None:
-                    self.actions.poll()
-                self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
-                self.pub.poll_subscriptions()
-                self.status.heartbeat(self.summary)
-            if self.actions is not None:
-                self.actions.close()  # outstanding TTL replies in, firings.csv written
-            summary = self.summary()
-            self._close_files()  # on disk before "done": the supervisor reads them next
-            self.status.report("done", **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("pose engine failed")
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.close()
+    def should_stop(self, waiting: StopWait) -> bool:
+        """After a stop that names the pulses sent, finish soon after the last one's set;
+        otherwise after the usual idle wait."""
+        if not waiting.poll():
+            return False
+        args = waiting.command.args if waiting.command is not None else {}
+        seen_last = "pulses" not in args or self.last_index >= int(args["pulses"]) - 1
+        idle = waiting.since_progress_s
+        return (seen_last and idle > FINISH_IDLE_S) or idle > waiting.idle_s
+
+    def turn(self) -> bool:
+        posed = self.step(timeout_ms=20)
+        if self.actions is not None:
+            self.actions.poll()
+        self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
+        self.pub.poll_subscriptions()
+        return posed
+
+    def finish(self) -> dict[str, Any]:
+        if self.actions is not None:
+            self.actions.close()  # outstanding TTL replies in, firings.csv written
+        summary = self.summary()
+        self._close_files()  # on disk before "done": the supervisor reads them next
+        return summary
 
     def step(self, timeout_ms: int) -> bool:
         """Wait for frame sets, run the newest; True if one was posed."""

@@ -15,8 +15,6 @@ knows when every camera has ended its stream (the bridge uses it to fill a local
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -27,51 +25,10 @@ import zmq
 from rigstream import protocol
 from rigstream.config import RigConfig
 from rigstream.framestore import FrameStore, StoreError, StoreMissing, store_name
-from rigstream.protocol import FLAG_EOS, Command, FrameHeader
-from rigstream.transport import ControlListener, subscriber
+from rigstream.protocol import FLAG_EOS, FrameHeader
+from rigstream.transport import subscriber
 
 logger = logging.getLogger(__name__)
-
-STOP_IDLE_S = 10.0
-"""After a stop, how long a consumer waits for more frames before finishing without every
-camera's end of stream (the wait restarts with each frame, so a lagging host catches up)."""
-
-
-class StopWait:
-    """When a consumer may finish after a stop: the stop (the ``stop`` event, or a ``stop``
-    command on the control channel) starts a wait of ``idle_s`` that each bit of progress
-    restarts, so a lagging host catches up before the consumer gives up on its inputs."""
-
-    def __init__(self, control: ControlListener, stop: threading.Event,
-                 idle_s: float = STOP_IDLE_S) -> None:
-        self.control = control
-        self.stop = stop
-        self.idle_s = idle_s
-        self.command: Command | None = None
-        """The stop command, when the stop came as one (its args may say more)."""
-        self.stopped_at: float | None = None
-        self.last_progress = time.monotonic()
-
-    def poll(self) -> bool:
-        """Take a pending stop; True once stopped."""
-        cmd = self.control.poll()
-        if self.stopped_at is None and (self.stop.is_set() or (cmd is not None and cmd.cmd == "stop")):
-            self.stopped_at = time.monotonic()
-            self.command = cmd
-        return self.stopped_at is not None
-
-    def progressed(self) -> None:
-        self.last_progress = time.monotonic()
-
-    @property
-    def since_progress_s(self) -> float:
-        return time.monotonic() - self.last_progress
-
-    @property
-    def expired(self) -> bool:
-        """Stopped, and nothing came for ``idle_s`` since the stop or the last progress."""
-        return (self.stopped_at is not None
-                and time.monotonic() - max(self.stopped_at, self.last_progress) > self.idle_s)
 
 
 @dataclass

@@ -60,6 +60,7 @@ import zmq
 from aiohttp import web
 
 from rigstream import protocol
+from rigstream.component import Component
 from rigstream.config import InputError, RigConfig
 from rigstream.frames import CameraStores
 from rigstream.framestore import FrameStore
@@ -765,13 +766,16 @@ class Waker:
         return True
 
 
-class Monitor:
+class Monitor(Component):
     """Receives what a running rig publishes and serves the monitor page.
 
     ``start()`` binds the web server and returns its URL; ``run_forever()`` then runs the
     receive loop until a stop (the ``stop`` event or a ``stop`` command) and returns the
     monitor's summary. Use it as a context manager, or call ``close()``.
     """
+
+    name = "monitor"
+    drains = False  # a viewer: it stops at once
 
     def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context | None = None,
                  status_address: str | None = None, host: str = "127.0.0.1", port: int = 8800,
@@ -798,6 +802,7 @@ class Monitor:
                                        "monitor")
         self.web = WebServer(self)
         self.url: str | None = None
+        self._poller: zmq.Poller | None = None
         self._closed = False
 
     def __enter__(self) -> Monitor:
@@ -806,7 +811,7 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self) -> str:
+    def start(self) -> str:  # type: ignore[override]  # the URL, for callers that serve alone
         """Serve the page; returns its URL (with ``?token=`` when a token is set)."""
         if self.url is None:
             port = self.web.start(self.host, self.port)
@@ -817,32 +822,24 @@ class Monitor:
             self.state.log("info", f"monitor serving on {host}:{port}")
         return self.url
 
-    # -- the receive loop --------------------------------------------------------------------
+    # -- the receive loop (rigstream.component; start() serves the page) ------------------------
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        stop = stop or threading.Event()
-        url = self.start()
-        self.status.report("ready", url=url, **self.summary())
-        poller = zmq.Poller()
-        for sock in (self.frames.sock, self.poses, self.rule_events, self.health):
-            poller.register(sock, zmq.POLLIN)
-        try:
-            while not stop.is_set():
-                cmd = self.control.poll()
-                if cmd is not None and cmd.cmd == "stop":
-                    break
-                poller.poll(50)
-                self.drain()
-                self.status.heartbeat(lambda: {"url": url, **self.summary()})
-            summary = self.summary()
-            self.status.report("done", url=url, **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("monitor failed")
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.close()
+    def turn(self) -> bool:
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            for sock in (self.frames.sock, self.poses, self.rule_events, self.health):
+                self._poller.register(sock, zmq.POLLIN)
+        self._poller.poll(50)
+        self.drain()
+        return True
+
+    def ready_stats(self) -> dict[str, Any]:
+        return {"url": self.url, **self.summary()}
+
+    running_stats = ready_stats
+
+    def finish(self) -> dict[str, Any]:
+        return self.ready_stats()
 
     def drain(self) -> None:
         """Take what has arrived on every socket and each camera's newest frame (never

@@ -23,7 +23,6 @@ still holds the index afterwards).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,8 +31,9 @@ from typing import Any
 import zmq
 
 from rigstream import protocol
+from rigstream.component import Component
 from rigstream.config import RigConfig
-from rigstream.frames import CameraStores, StopWait
+from rigstream.frames import CameraStores
 from rigstream.framestore import Record, StoreCursor
 from rigstream.protocol import FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter
@@ -57,7 +57,9 @@ class _Pending:
     t_pi_ns: int = -1
 
 
-class Assembler:
+class Assembler(Component):
+    name = "assembler"
+
     def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context | None = None,
                  status_address: str | None = None, sets_hwm: int = 64) -> None:
         """``sets_hwm``: frame sets queued per subscriber before more are dropped (its
@@ -91,38 +93,28 @@ class Assembler:
         """Per camera, the first and last index of overrun records not logged yet."""
         self._overrun_logged = 0.0
         self._late_logged = 0.0
+        self._backlog = False
 
     @property
     def all_ended(self) -> bool:
         return all(self.ended.values())
 
-    def run_forever(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        waiting = StopWait(self.control, stop or threading.Event())
-        self.status.report("ready", **self.summary())
-        try:
-            backlog = False
-            while not self.all_ended:
-                waiting.poll()
-                if waiting.expired:
-                    break
-                self.frames.wait(0 if backlog else WAKE_MS)
-                got, backlog = self.read_stores()
-                if got:
-                    waiting.progressed()  # still catching up: keep waiting
-                self.pub.poll_subscriptions()
-                self.emit_due(time.monotonic())
-                self.status.heartbeat(self.summary)
-            self.emit_due(float("inf"))
-            self._log_overruns(force=True)
-            summary = self.summary()
-            self.status.report("done", **summary)
-            return summary
-        except Exception as exc:
-            logger.exception("assembler failed")
-            self.status.report("error", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.close()
+    # -- the loop (rigstream.component) ----------------------------------------------------
+
+    def finished(self) -> bool:
+        return self.all_ended
+
+    def turn(self) -> bool:
+        self.frames.wait(0 if self._backlog else WAKE_MS)
+        got, self._backlog = self.read_stores()
+        self.pub.poll_subscriptions()
+        self.emit_due(time.monotonic())
+        return got > 0
+
+    def finish(self) -> dict[str, Any]:
+        self.emit_due(float("inf"))
+        self._log_overruns(force=True)
+        return self.summary()
 
     def read_stores(self) -> tuple[int, bool]:
         """Read what every open store holds past its cursor; returns (records read, whether

@@ -20,11 +20,10 @@ import pytest
 import zmq
 
 from rigstream import protocol
-from rigstream.acquisition import bridge as bridge_module
 from rigstream.acquisition.bridge import Bridge
 from rigstream.cli import build_parser, cmd_bridge
 from rigstream.config import ConfigError, RigConfig
-from rigstream.frames import CameraStores, StopWait
+from rigstream.frames import CameraStores
 from rigstream.framestore import SHM_DIR, FrameStore, Record, StoreCursor, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FrameHeader
 from rigstream.transport import Publisher, is_local_address, subscriber
@@ -247,14 +246,13 @@ def test_consumers_of_a_remote_camera_wake_on_bridged_headers(zctx: zmq.Context,
 
 
 def test_stop_without_end_of_stream_ends_the_store(zctx: zmq.Context, run_dir: str, port: int,
-                                                   made: list[object],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bridge_module, "StopWait", lambda c, s: StopWait(c, s, idle_s=0.2))
+                                                   made: list[object]) -> None:
     address = f"tcp://localhost:{port}"
     rig = rig_with_address(address)
     remote = RemoteNode(rig, zctx, address)
     made.append(remote)
     bridge = Bridge(rig, "cam0", run_dir, zctx)
+    bridge.idle_s = 0.2  # the wait after a stop with nothing arriving
     made.append(bridge)
     reader = FrameStore.attach(store_name(run_dir, "cam0"))
     made.append(reader)

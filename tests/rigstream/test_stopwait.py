@@ -7,7 +7,7 @@ import time
 
 import zmq
 
-from rigstream.frames import StopWait
+from rigstream.component import StopWait
 from rigstream.transport import ControlListener
 
 
