@@ -127,6 +127,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     lines.append(f"clips       {len(s['clips'])}: {', '.join(s['clips']) or '-'}")
     for name, why in s.get("failed_components", {}).items():
         lines.append(f"FAILED      {name}: {why} (the others kept recording)")
+    early = s.get("recording_ended_early")
+    if early:
+        rows = ", ".join(f"{c} {n} rows to index {early['last_trigger_index'][c]}"
+                         for c, n in early["rows"].items())
+        lines.append(f"RECORDING   ended at {early['at_s']:.1f} s when the recorder failed ({rows}); "
+                     f"later frames are only in the clips and the pose tables")
     if "pose" in s:
         p = s["pose"]
         lat = p["latency_pulse_to_pose2d_ms"]

@@ -50,8 +50,9 @@ class SessionError(RuntimeError):
 RESTARTABLE = ("pose", "monitor")
 """Components restarted when they crash mid-session: consumers that are latest-wins and hold no
 frames (their files are appended to). A camera is not (its frame counter would restart, and a
-real camera that failed needs a person); the recorder, ring buffer, assembler and trigger are
-the session's record, so their failure ends it."""
+real camera that failed needs a person). A recorder that fails is reported and the session
+goes on without it (the cameras, clips and pose do not depend on it; its tables and videos end
+where it stopped). The ring buffer, assembler and trigger failing end the session."""
 
 MAX_RESTARTS = 3
 """Restarts of one component before its failure ends the session."""
@@ -121,7 +122,9 @@ class Session:
         self.latest_pulse = -1
         self.pose_enabled = self.rig.pose is not None and self.rig.pose.enabled
         self.failed: dict[str, str] = {}
-        """Components that failed mid-session (cameras only), with why."""
+        """Components that failed mid-session (cameras and the recorder), with why."""
+        self.recorder_failed_s: float | None = None
+        """When the recorder failed (s into the session), if it did."""
         self.restarted: list[dict[str, Any]] = []
         """Components restarted mid-session: name, when (s into the session), why."""
         self._recording = False
@@ -194,11 +197,18 @@ class Session:
         if comp.name in RESTARTABLE and self._recording and comp.restarts < MAX_RESTARTS:
             self._restart(comp, why)
             return
-        if not comp.name.startswith("camera:") or not self._recording:
+        survivable = comp.name.startswith("camera:") or comp.name == "recorder"
+        if not survivable or not self._recording:
             raise SessionError(f"component {comp.name} failed: {why}")
         self.failed[comp.name] = why.splitlines()[0]
-        logger.error("component %s failed; the other cameras keep recording: %s", comp.name, why)
-        self.progress(f"!! {comp.name} failed: {why.splitlines()[0]} (the others keep recording)")
+        if comp.name == "recorder":
+            self.recorder_failed_s = round(time.monotonic() - self._t0, 3)
+            going_on = ("the cameras, clips and pose go on; frames.csv, pulses.csv and the videos "
+                        "end where it stopped")
+        else:
+            going_on = "the others keep recording"
+        logger.error("component %s failed; %s: %s", comp.name, going_on, why)
+        self.progress(f"!! {comp.name} failed: {why.splitlines()[0]} ({going_on})")
 
     def _restart(self, comp: Component, why: str) -> None:
         first = why.splitlines()[0]
@@ -484,11 +494,32 @@ class Session:
             "failed_components": dict(self.failed),
             "restarted_components": list(self.restarted),
         }
+        if self.recorder_failed_s is not None:
+            summary["recording_ended_early"] = self._recording_ended_early()
         if "pose" in self.components:
             summary["pose"] = self._pose_summary(stats("pose"))
             summary["components"]["pose"] = stats("pose")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _recording_ended_early(self) -> dict[str, Any]:
+        """What the tables of a recorder that failed mid-session hold: the whole rows per camera
+        and the last trigger index (a row cut off by the failure is not counted)."""
+        assert self.recorder_failed_s is not None
+        rows: dict[str, int] = {c.name: 0 for c in self.rig.cameras}
+        last: dict[str, int] = {c.name: -1 for c in self.rig.cameras}
+        path = self.out / "frames.csv"
+        if path.is_file():
+            with open(path, newline="") as f:
+                lines = f.read().split("\n")
+            for line in lines[1:-1]:  # the last piece is "" or a row cut off
+                parts = line.split(",")
+                if len(parts) > 2 and parts[0] in rows and parts[2].lstrip("-").isdigit():
+                    rows[parts[0]] += 1
+                    last[parts[0]] = max(last[parts[0]], int(parts[2]))
+        return {"at_s": self.recorder_failed_s, "rows": rows, "last_trigger_index": last,
+                "note": "the recorder failed: frames.csv, pulses.csv and the videos end here; "
+                        "later frames are only in the clips and the pose tables"}
 
     def _pose_summary(self, p: dict[str, Any]) -> dict[str, Any]:
         out = {
