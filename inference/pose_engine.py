@@ -52,7 +52,7 @@ from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
 from rigstream.inference.triangulate import Triangulator
 from rigstream.latency import latency_stats
 from rigstream.protocol import Pose2D, Pose3D
-from rigstream.sync.assembler import decode_frameset
+from rigstream.sync.assembler import NewestSet, decode_frameset
 from rigstream.transport import (
     ControlListener,
     Publisher,
@@ -177,9 +177,13 @@ class PoseEngineNode(Component):
         self.cameras = [c.name for c in rig.cameras]
         self.keypoints = self.plan.model.keypoints
         self.model_name = self.plan.model.card.name
-        self.sub = subscriber(ctx, rig.address("framesets", run), hwm=8)
         self.stores = CameraStores(rig, run, ctx, "pose")
         """The cameras' frame stores, whose slots the frame sets name (read in place)."""
+        direct = rig.pose is None or rig.pose.sets == "direct"
+        self.sub = subscriber(ctx, [] if direct else rig.address("framesets", run), hwm=8)
+        self.direct = NewestSet(self.stores, [c.name for c in rig.cameras],
+                                rig.transport.frameset_deadline_ms / 1000) if direct else None
+        """``pose.sets: direct``: sets found in the stores (else the assembler's messages)."""
         self._camera_index = {c: i for i, c in enumerate(self.cameras)}
         self.pub = Publisher(ctx, rig.address("poses", run), hwm=1000)
         self.status = StatusReporter(ctx, status_address, "pose")
@@ -273,7 +277,8 @@ class PoseEngineNode(Component):
         posed = self.step(timeout_ms=20)
         if self.actions is not None:
             self.actions.poll()
-        self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
+        if self.direct is None:
+            self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
         self.pub.poll_subscriptions()
         return posed
 
@@ -287,18 +292,8 @@ class PoseEngineNode(Component):
     def step(self, timeout_ms: int) -> bool:
         """Wait for frame sets, run the newest; True if one was posed."""
         t_wait = time.perf_counter()
-        if not self.sub.poll(timeout_ms, zmq.POLLIN):
-            return False
-        newest = None
-        while True:  # drain: keep only the newest valid set
-            try:
-                parts = self.sub.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            try:
-                newest = decode_frameset(parts)
-            except protocol.ProtocolError as err:
-                self.malformed(err)
+        newest = self._newest_direct(timeout_ms) if self.direct is not None \
+            else self._newest_message(timeout_ms)
         if newest is None:
             return False
         t_pre = time.perf_counter()
@@ -356,6 +351,33 @@ class PoseEngineNode(Component):
             if self.rules is not None and self._rules_3d:
                 self._run_rules(msg3d, msg.t_host_ns, msg3d.t_host_ns)
         return True
+
+    def _newest_message(self, timeout_ms: int) -> tuple[protocol.FrameSetHeader,
+                                                          list[protocol.FrameHeader]] | None:
+        """The newest set the assembler sent (``pose.sets: assembler``)."""
+        if not self.sub.poll(timeout_ms, zmq.POLLIN):
+            return None
+        newest = None
+        while True:  # drain: keep only the newest valid set
+            try:
+                parts = self.sub.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                newest = decode_frameset(parts)
+            except protocol.ProtocolError as err:
+                self.malformed(err)
+        return newest
+
+    def _newest_direct(self, timeout_ms: int) -> tuple[protocol.FrameSetHeader,
+                                                         list[protocol.FrameHeader]] | None:
+        """The newest set in the stores themselves (``pose.sets: direct``), waiting for the
+        cameras' headers to wake the engine when there is none newer than the last posed."""
+        assert self.direct is not None
+        newest = self.direct.take(self.last_index)
+        if newest is None and self.stores.wait(timeout_ms):
+            newest = self.direct.take(self.last_index)
+        return newest
 
     def _read_view(self, i: int, h: protocol.FrameHeader) -> bool:
         """Preprocess camera ``i``'s frame straight from its store slot into ``batch[i]``;

@@ -266,6 +266,11 @@ class PoseConfig(_Model, kw_only=True):
     """Folder for built TensorRT engines (default ~/.cache/rigstream/engines)."""
     device: str = "cpu"
     """torch engine device (``cpu``, ``cuda``, ``cuda:1``)."""
+    sets: Literal["direct", "assembler"] = "direct"
+    """Where the engine gets its frame sets: ``direct``, the newest set found in the camera
+    stores in the engine's own process (no hop; measured faster on the closed-loop bench), or
+    ``assembler``, the assembler process's set messages. The assembler runs either way, for
+    the lossless per-set accounting."""
     triangulation: TriangulationConfig = TriangulationConfig()
 
 

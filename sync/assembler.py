@@ -34,8 +34,8 @@ from rigstream import protocol
 from rigstream.component import Component
 from rigstream.config import RigConfig
 from rigstream.frames import CameraStores
-from rigstream.framestore import Record, StoreCursor
-from rigstream.protocol import FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
+from rigstream.framestore import Record, StoreCursor, frame_header
+from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter
 
 logger = logging.getLogger(__name__)
@@ -250,6 +250,75 @@ class Assembler(Component):
     def close(self) -> None:
         for part in (self.frames, self.pub, self.status, self.control):
             part.close()
+
+
+class NewestSet:
+    """The newest frame set found in the camera stores themselves, for a latest-wins reader in
+    the same process (the pose engine with ``pose.sets: direct``): the newest trigger index
+    that every live camera has written, each view's header read from its slot. No process hop
+    and no message: what the assembler costs the closed loop (a wake-up, a set message, another
+    wake-up) is gone. The assembler still runs for the lossless per-set accounting.
+
+    A camera is live while its store's head moved within ``deadline_s`` (so a camera that died
+    or stalls does not hold the sets of the others back for longer than that); a live camera
+    whose slot no longer holds the index (``overrun``), or that wrote a drop notice for it, is
+    missing from the set with that reason."""
+
+    def __init__(self, stores: CameraStores, cameras: list[str], deadline_s: float) -> None:
+        self.stores = stores
+        self.cameras = cameras
+        self.deadline_s = deadline_s
+        self._heads: dict[str, int] = {}
+        self._moved: dict[str, float] = {}
+
+    def take(self, after: int) -> tuple[FrameSetHeader, list[FrameHeader]] | None:
+        """The newest set with a trigger index above ``after``, or None if there is none yet."""
+        now = time.monotonic()
+        stores = self.stores.stores
+        if len(stores) < len(self.cameras):
+            self.stores.open_pending()
+        live: list[str] = []
+        for cam in self.cameras:
+            store = stores.get(cam)
+            if store is None:
+                continue
+            head = store.head
+            if head != self._heads.get(cam):
+                self._heads[cam], self._moved[cam] = head, now
+            if now - self._moved[cam] <= self.deadline_s and head > 0:
+                live.append(cam)
+        if not live:
+            return None
+        n = min(self._heads[c] for c in live) - 1
+        if n <= after:
+            return None
+        frames: list[FrameHeader] = []
+        missing: list[str] = []
+        reasons: list[str] = []
+        t_pi_ns = -1
+        for cam in self.cameras:
+            store = stores.get(cam)
+            why = "silent" if cam not in live else None
+            if store is not None and why is None:
+                fields = store.header(n)
+                if fields is None:
+                    why = "overrun"
+                else:
+                    h = frame_header(cam, store.layout, n, fields)
+                    t_pi_ns = h.t_pi_ns if t_pi_ns < 0 else t_pi_ns
+                    if h.flags & FLAG_DROPPED:
+                        why = "incomplete" if h.flags & FLAG_INCOMPLETE else "dropped"
+                    elif h.flags & FLAG_TIMING:
+                        why = "timing"
+                    else:
+                        frames.append(h)
+            if why is not None:
+                missing.append(cam)
+                reasons.append(why if store is not None else "no_store")
+        head = FrameSetHeader(seq=n, trigger_index=n, t_pi_ns=t_pi_ns,
+                              cameras=[h.camera for h in frames], missing=missing, frames=frames,
+                              reasons=reasons)
+        return head, frames
 
 
 def decode_frameset(parts: list[Any]) -> tuple[FrameSetHeader, list[FrameHeader]]:

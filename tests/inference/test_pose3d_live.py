@@ -59,10 +59,11 @@ def rig_with_calibration(tmp_path: Path, model, **triangulation: Any):
     from rigstream.acquisition.sim_camera import ring_calibration
 
     rig = small_rig(2, 64, 48, pose={"model": str(model.folder), "keypoints": KP,
-                                     "triangulation": triangulation})
+                                     "triangulation": triangulation, "sets": "assembler"})
     path = ring_calibration(rig).save(tmp_path / "calibration.toml")
     return small_rig(2, 64, 48, calibration=str(path),
-                     pose={"model": str(model.folder), "keypoints": KP, "triangulation": triangulation})
+                     pose={"model": str(model.folder), "keypoints": KP, "triangulation": triangulation,
+                           "sets": "assembler"})  # the test plays the assembler
 
 
 def run_node(rig, run, ctx, out: Path, sets: list[tuple[int, list[str]]]) -> tuple[dict, list[Any]]:

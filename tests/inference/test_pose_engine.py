@@ -31,7 +31,10 @@ def model_64x48(tmp_path_factory):
 
 
 def pose_rig(model, **pose: Any) -> RigConfig:
-    return small_rig(2, 64, 48, pose={"model": str(model.folder), "keypoints": KP, **pose})
+    """The tiny rig with the test model; frame sets from an assembler (the harness plays it)
+    unless ``sets="direct"``."""
+    return small_rig(2, 64, 48, pose={"model": str(model.folder), "keypoints": KP,
+                                      "sets": "assembler", **pose})
 
 
 class SlowFixedEngine(Engine):
@@ -73,7 +76,8 @@ class Harness:
         plan = plan_pose(rig)
         self.engine = SlowFixedEngine(plan.model, len(rig.cameras), engine_delay_s)
         self.node = PoseEngineNode(rig, run, None, ctx, engine=self.engine, plan=plan)
-        assert self.pub.wait_for_subscribers(1, 5)
+        if self.node.direct is None:
+            assert self.pub.wait_for_subscribers(1, 5)
         assert self.node.pub.wait_for_subscribers(1, 5)
         self.fake.wait()  # the engine opened every store
         self.stop = threading.Event()
@@ -278,3 +282,38 @@ def test_views_overwritten_before_the_engine_read_them_are_posed_missing_and_cou
     assert batches[1][0].min() == batches[1][0].max() == value(1, 0)  # the view that was there
     assert batches[2][1].min() == batches[2][1].max() == value(n, 1)
     assert batches[3][0].max() == value(n + cap + 1, 0) and batches[3][1].min() == value(n + cap + 1, 1)
+
+
+def test_direct_sets_are_the_newest_index_every_live_camera_has_written(harness):
+    """``pose.sets: direct``: no assembler message; the engine poses the newest index both
+    stores hold, a drop notice makes its camera missing, and a camera that went silent holds
+    the others back for one deadline only."""
+    h = harness(pose={"sets": "direct"})
+    for n in range(10):
+        h.write("cam0", n)
+    for n in range(8):
+        h.write("cam1", n)
+    h.posed(1)
+    time.sleep(0.1)
+    assert h.node.last_index == 7  # cam1 has written up to 7 only
+    for n in (8, 9):
+        h.write("cam1", n)
+    h.posed(2)
+    h.fake.stores["cam1"].write(10, None, frame_id=10, t_camera_ns=0, t_pi_ns=-1, t_host_ns=0,
+                                flags=protocol.FLAG_DROPPED)
+    h.write("cam0", 10)
+    h.posed(3)
+    deadline_s = h.rig.transport.frameset_deadline_ms / 1000
+    t_silent = time.monotonic()
+    for n in range(11, 21):  # cam1 is silent from here on
+        h.write("cam0", n)
+    h.posed(4, timeout_s=5 + deadline_s)
+    waited = time.monotonic() - t_silent
+    summary, poses = h.finish()
+    assert [(p.trigger_index, p.missing) for p in poses] == [
+        (7, []), (9, []), (10, ["cam1"]), (20, ["cam1"])]
+    assert waited >= deadline_s * 0.9
+    assert summary["framesets_posed"] == 4 and summary["malformed"] == {}
+    last = h.engine.batches[-1]
+    assert last[0].min() == last[0].max() == value(20, 0)
+    assert h.engine.batches[0][1].min() == value(7, 1)  # read in place from cam1's slot
