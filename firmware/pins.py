@@ -294,8 +294,9 @@ def rig_lines(rig: RigConfig) -> dict[int, str]:
     return lines
 
 
-def make_pins(rig: RigConfig, run: str, ctx: zmq.Context) -> PinBackend:
-    """The pin backend named by ``rig.trigger.backend``.
+def make_pins(rig: RigConfig, run: str, ctx: zmq.Context, sim_log: int = 20_000) -> PinBackend:
+    """The pin backend named by ``rig.trigger.backend`` (``sim_log``: writes a simulated one
+    keeps in its log, the last ~20 s at 226 Hz by default: a bounded debugging aid).
 
     ``sim``: :class:`SimPins` publishing the trigger, sync and ttl lines at
     ``rig.address("sim_lines", run, line=name)``. ``rpigpio``: the Raspberry Pi's GPIO header
@@ -306,7 +307,7 @@ def make_pins(rig: RigConfig, run: str, ctx: zmq.Context) -> PinBackend:
     if backend == "sim":
         addresses = {name: rig.address("sim_lines", run, line=name) for name in lines.values()}
         logger.info("pins: simulated lines %s", {n: addresses[n] for n in lines.values()})
-        return SimPins(lines, ctx, addresses, log_limit=2_000_000)
+        return SimPins(lines, ctx, addresses, log_limit=sim_log)
     if backend == "rpigpio":
         from .rpigpio import RPiGPIOPins
 

@@ -50,7 +50,7 @@ from rigstream.inference.modeldir import ModelError, PoseModel, load_model, reso
 from rigstream.inference.preprocess import ViewError, ViewTransform
 from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
 from rigstream.inference.triangulate import Triangulator
-from rigstream.latency import latency_stats
+from rigstream.latency import LatencySamples, latency_stats
 from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import NewestSet, decode_frameset
 from rigstream.transport import (
@@ -203,9 +203,9 @@ class PoseEngineNode(Component):
         self._lost_logged_at = 0.0
         self.last_set_seq = -1
         self.last_index = -1
-        self.latency_ms: list[float] = []
-        self.stage_ms: dict[str, list[float]] = {
-            k: [] for k in ("wait", "preprocess", "infer", "postprocess")}
+        self.latency_ms = LatencySamples()
+        self.stage_ms: dict[str, LatencySamples] = {
+            k: LatencySamples() for k in ("wait", "preprocess", "infer", "postprocess")}
         self.tri = self.plan.triangulator
         self.filter = make_pose_filter(rig) if self.tri is not None else None
         tri_cfg = rig.pose.triangulation if rig.pose is not None else None
@@ -213,8 +213,8 @@ class PoseEngineNode(Component):
         """What Pose3D.xyz went through (what the summary and every message say)."""
         self.predict_s = tri_cfg.predict_ms / 1e3 if self.filter is not None and tri_cfg else 0.0
         self.seq3d = 0
-        self.latency_3d_ms: list[float] = []
-        self.stage_3d_ms: dict[str, list[float]] = {"triangulate": [], "filter": []}
+        self.latency_3d_ms = LatencySamples()
+        self.stage_3d_ms = {"triangulate": LatencySamples(), "filter": LatencySamples()}
         self.points_3d = 0
         if self.tri is not None:
             self.tri.warm_up()  # compile (or load) the kernel before frame sets arrive

@@ -54,7 +54,7 @@ def run_train(
     rig: RigConfig, run: str, ctx: zmq.Context
 ) -> tuple[int, dict[str, Any], np.ndarray | None]:
     """Run ``PULSES`` pulses; ``(t0_ns, status, SimPins edges or None)``."""
-    pins = make_pins(rig, run, ctx)
+    pins = make_pins(rig, run, ctx, sim_log=4 * PULSES)  # every edge of the run
     with pins, TriggerDaemon(rig, pins, ctx, run) as daemon:
         gc.disable()
         try:

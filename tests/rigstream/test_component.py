@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 import zmq
 
@@ -123,3 +124,21 @@ def test_an_error_is_reported_with_the_summary_then_closed_and_raised(supervisor
     assert [r.state for r in got] == ["ready", "error"]
     assert got[-1].stats == {"turns": 3, "work": 0, "error": "RuntimeError: broke at turn 3"}
     assert c.closed == 1 and c.finished_with is None
+
+
+def test_latency_samples_keep_a_session_in_fixed_memory() -> None:
+    """A session's latencies in a reservoir: bounded memory, exact count and max, percentiles
+    of the whole session within a small error."""
+    from rigstream.latency import LatencySamples, latency_stats
+
+    rng = np.random.default_rng(1)
+    values = rng.gamma(2.0, 5.0, 400_000)
+    samples = LatencySamples(capacity=20_000)
+    for v in values:
+        samples.append(float(v))
+    samples.append(float("nan"))  # not counted
+    assert samples.values().size == 20_000 and len(samples) == 400_000
+    stats = latency_stats(samples, count=True)
+    assert stats["n"] == 400_000 and stats["max"] == round(float(values.max()), 3)
+    assert stats["p50"] == pytest.approx(np.percentile(values, 50), rel=0.03)
+    assert stats["p99"] == pytest.approx(np.percentile(values, 99), rel=0.05)
