@@ -8,8 +8,9 @@ in the same run, and the rig's bytes/s as a share of each.
 
 ``rigstream bench closed-loop``: the simulated rig with its shipped rule plus one that fires on
 every fast forepaw step (a few times a second), as shipped (640x480, lossless h264) and lean
-(320x240, raw video) in one run: pulse -> TTL edge p50/p99/max, each step of the chain,
-inference, and ``overhead_ms`` (pulse -> TTL minus the camera and inference).
+(320x240, raw video) in one run, and lean again with the pose engine's sets from the assembler
+process instead of the stores (``pose.sets``): pulse -> TTL edge p50/p99/max, each step of the
+chain, inference, and ``overhead_ms`` (pulse -> TTL minus the camera and inference).
 """
 
 from __future__ import annotations
@@ -229,8 +230,12 @@ def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     seconds = args.seconds or 30.0
     base = load_rig()  # the embedded simulated rig (bench has no --config)
     rules = [*base.rules, *parse_rules([STEP_RULE])]
-    configs = {"shipped": demo_rig(base, prerender_s=2.0),
-               "lean": demo_rig(base, width=320, height=240, codec="raw", prerender_s=2.0)}
+    lean = demo_rig(base, width=320, height=240, codec="raw", prerender_s=2.0)
+    assert lean.pose is not None
+    configs = {"shipped": demo_rig(base, prerender_s=2.0), "lean": lean,
+               # the same with the sets from the assembler process (pose.sets: assembler)
+               "lean_via_assembler": with_overrides(
+                   lean, pose={**msgspec.to_builtins(lean.pose), "sets": "assembler"})}
     out_root = Path(args.out or tempfile.mkdtemp(prefix="rigstream-bench-loop-"))
     result: dict[str, Any] = {"benchmark": "closed-loop", "seconds": seconds, "cpus": os.cpu_count(),
                               "rules": [r.name for r in rules]}

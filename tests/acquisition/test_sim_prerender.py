@@ -11,7 +11,6 @@ trigger line, and the sim pin backend's trigger daemon through the primary's str
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import threading
 import time
@@ -27,7 +26,7 @@ import zmq
 
 from rigstream import transport
 from rigstream.acquisition import sim_camera, sim_world
-from rigstream.acquisition.camera import Camera, CameraError, Frame
+from rigstream.acquisition.camera import CameraError, Frame
 from rigstream.acquisition.sim_camera import (
     SimCamera,
     TruthRenderer,
@@ -45,9 +44,8 @@ from rigstream.inference.simdata import pose2d_errors, pose3d_errors
 from rigstream.protocol import Command, Edge
 from rigstream.session import demo_rig
 from rigstream.transport import Publisher
+from tests.acquisition import test_camera_node
 from tests.conftest import small_rig
-
-from .camera_contract import CameraContract
 
 RATE_HZ = 200
 LOOP_S = 0.1
@@ -286,36 +284,13 @@ def test_a_loop_larger_than_the_memory_is_refused_before_rendering(
         cam.close()
 
 
-class TestPrerenderedSimCameraContract(CameraContract):
-    """The Camera contract, with the loop: open, configure (renders once), restart, reopen."""
+class TestPrerenderedSimCameraContract(test_camera_node.TestSimCameraContract):
+    """The Camera contract, with the loop: open, configure (renders once), restart, reopen
+    (the simulated camera's fixtures, on a pre-rendering rig)."""
 
     @pytest.fixture
     def rig(self) -> RigConfig:
         return prerender_rig(cameras=1)
-
-    @pytest.fixture
-    def camera(self, rig: RigConfig, run_dir: str, zctx: zmq.Context) -> Iterator[Camera]:
-        cam = SimCamera(rig.cameras[0], rig, run_dir, zctx)
-        yield cam
-        cam.close()
-
-    @pytest.fixture
-    def trigger(self, camera: Camera, rig: RigConfig, run_dir: str,
-                zctx: zmq.Context) -> Iterator[Callable[[], None]]:
-        line = trigger_line(rig, camera.config)
-        pub = Publisher(zctx, rig.address("sim_lines", run_dir, line=line))
-        pulses = iter(range(1 << 30))
-
-        def pulse() -> None:
-            assert pub.wait_for_subscribers(1, 5), "the camera never listened to its line"
-            n = next(pulses)
-            t_ns = time.monotonic_ns()
-            pub.send(Edge(line=line, level=1, t_ns=t_ns, truth_index=n))
-            pub.send(Edge(line=line, level=0, t_ns=t_ns + 100_000, truth_index=n))
-
-        yield pulse
-        with contextlib.suppress(zmq.ZMQError):
-            pub.close()
 
 
 # -- truth by trigger index elsewhere: the live pose's errors ---------------------------------
