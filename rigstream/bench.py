@@ -8,9 +8,10 @@ in the same run, and the rig's bytes/s as a share of each.
 
 ``rigstream bench closed-loop``: the simulated rig with its shipped rule plus one that fires on
 every fast forepaw step (a few times a second), as shipped (640x480, lossless h264) and lean
-(320x240, raw video) in one run, and lean again with the pose engine's sets from the assembler
-process instead of the stores (``pose.sets``): pulse -> TTL edge p50/p99/max, each step of the
-chain, inference, and ``overhead_ms`` (pulse -> TTL minus the camera and inference).
+(320x240, raw video) in one run, and lean again with the pose engine's sets found in the
+stores by the engine instead of the assembler's messages (``pose.sets``): pulse -> TTL edge
+p50/p99/max, each step of the chain, inference, and ``overhead_ms`` (pulse -> TTL minus the
+camera and inference).
 """
 
 from __future__ import annotations
@@ -233,9 +234,9 @@ def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     lean = demo_rig(base, width=320, height=240, codec="raw", prerender_s=2.0)
     assert lean.pose is not None
     configs = {"shipped": demo_rig(base, prerender_s=2.0), "lean": lean,
-               # the same with the sets from the assembler process (pose.sets: assembler)
-               "lean_via_assembler": with_overrides(
-                   lean, pose={**msgspec.to_builtins(lean.pose), "sets": "assembler"})}
+               # the same with the sets found in the stores by the engine (pose.sets: direct)
+               "lean_direct": with_overrides(
+                   lean, pose={**msgspec.to_builtins(lean.pose), "sets": "direct"})}
     out_root = Path(args.out or tempfile.mkdtemp(prefix="rigstream-bench-loop-"))
     result: dict[str, Any] = {"benchmark": "closed-loop", "seconds": seconds, "cpus": os.cpu_count(),
                               "rules": [r.name for r in rules]}
