@@ -259,6 +259,7 @@ class RawMatroskaWriter:
             return
         view = memoryview(self._stage_mm)[:n]
         try:
+            done = 0
             if self._dfd >= 0:
                 try:
                     done = os.pwrite(self._dfd, view, self._flushed)
@@ -267,12 +268,7 @@ class RawMatroskaWriter:
                         raise
                     os.close(self._dfd)  # refused after all: the page cache from here on
                     self._dfd = -1
-                    done = 0
-                if self._dfd < 0:
-                    done = os.pwrite(self._fd, view, self._flushed)
-            else:
-                done = os.pwrite(self._fd, view, self._flushed)
-            while done < n:
+            while done < n:  # the rest (all of it without O_DIRECT) through the page cache
                 done += os.pwrite(self._fd, view[done:], self._flushed + done)
         finally:
             view.release()

@@ -364,7 +364,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "frames_overrun": s.get("frames_overrun"), "framesets_incomplete": s["framesets_incomplete"],
         "pose": {k: s["pose"].get(k) for k in ("framesets_posed", "framesets_skipped")},
         "rule_firings": {r: st["fired"] for r, st in s["pose"]["rules"].items()},
-        "clips_saved": len(s.get("clips", [])) if isinstance(s.get("clips"), list) else s.get("clips"),
+        "clips_saved": len(s["clips"]),
         "clips_checked_during_run": len(checked),
         "clips_with_problems": problems,
         "memory_mib": memory,
