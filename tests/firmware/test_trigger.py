@@ -133,7 +133,11 @@ def test_deadlines_do_not_accumulate_error_at_1khz(harness: Harness) -> None:
 
     slope, residual = schedule_fit(np.arange(400), rises, 1_000_000)
     assert slope == pytest.approx(1_000_000, rel=1e-3)
-    assert np.median(np.abs(residual)) < 1_000_000
+    # The schedule (the least-late pulse of every block of 20) lies on that line. Not every
+    # pulse does: on a loaded machine the thread can be held up for tens of milliseconds and
+    # the pulses after it catch up late (a CI run saw the median pulse 22.6 ms behind).
+    envelope = residual.reshape(-1, 20).min(axis=1)
+    assert np.median(np.abs(envelope)) < 1_000_000
 
 
 class StallingPins(SimPins):
