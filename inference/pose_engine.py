@@ -49,7 +49,7 @@ from rigstream.inference.keypoint_files import points3d_columns
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
 from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
-from rigstream.inference.triangulate import Triangulator
+from rigstream.inference.triangulate import Points3D, Triangulator
 from rigstream.latency import LatencySamples, latency_stats
 from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import NewestSet, decode_frameset
@@ -333,6 +333,16 @@ class PoseEngineNode(Component):
                          "infer": round((t_post - t_infer) * 1e3, 3),
                          "postprocess": round((t_end - t_post) * 1e3, 3)}
         msg.t_host_ns = time.monotonic_ns()
+        self._infer_ms = msg.timing_ms["infer"]
+        # Decide first, record after: the rules, 3D and the actions they fire come before the
+        # messages and table rows, which nothing on the way to a TTL waits for.
+        if self.rules is not None and self._rules_2d:
+            self._run_rules(msg, msg.t_host_ns, -1)
+        found3d = None
+        if self.tri is not None:
+            found3d = self._pose3d(head)
+            if self.rules is not None and self._rules_3d:
+                self._run_rules(found3d[0], msg.t_host_ns, found3d[0].t_host_ns)
         self.pub.send(msg)
         latency = (msg.t_host_ns - head.t_pi_ns) / 1e6 if head.t_pi_ns >= 0 else float("nan")
         self.seq += 1
@@ -343,13 +353,8 @@ class PoseEngineNode(Component):
         for k, v in msg.timing_ms.items():
             self.stage_ms[k].append(v)
         self._write(msg, latency)
-        self._infer_ms = msg.timing_ms["infer"]
-        if self.rules is not None and self._rules_2d:
-            self._run_rules(msg, msg.t_host_ns, -1)
-        if self.tri is not None:
-            msg3d = self._pose3d(head)
-            if self.rules is not None and self._rules_3d:
-                self._run_rules(msg3d, msg.t_host_ns, msg3d.t_host_ns)
+        if found3d is not None:
+            self._record3d(*found3d)
         return True
 
     def _newest_message(self, timeout_ms: int) -> tuple[protocol.FrameSetHeader,
@@ -433,8 +438,9 @@ class PoseEngineNode(Component):
             logger.info("rule %s fired on pulse %d (%s)", firing.rule, firing.trigger_index,
                         "+".join(a.kind for a in firing.actions))
 
-    def _pose3d(self, head: protocol.FrameSetHeader) -> Pose3D:
-        """Triangulate the frame set's views, filter, publish Pose3D, write the CSVs."""
+    def _pose3d(self, head: protocol.FrameSetHeader) -> tuple[Pose3D, Points3D, np.ndarray, np.ndarray]:
+        """Triangulate the frame set's views and filter: the Pose3D, the points, and the raw and
+        filtered positions, for :meth:`_record3d` once the rules have run."""
         assert self.tri is not None
         t0 = time.perf_counter()
         xyc = self.frame_xyc
@@ -456,17 +462,20 @@ class PoseEngineNode(Component):
                      xyz_raw=raw.tolist() if self.filter is not None else None,
                      filter=self.filter_name, predicted_ms=self.predict_s * 1e3,
                      timing_ms=timing)
-        self.pub.send(msg)
         self.seq3d += 1
+        return msg, pts, raw, xyz
+
+    def _record3d(self, msg: Pose3D, pts: Points3D, raw: np.ndarray, xyz: np.ndarray) -> None:
+        """Publish a Pose3D, count it and write its rows (raw, and filtered with a filter)."""
+        self.pub.send(msg)
         self.points_3d += int(np.count_nonzero(pts.ncams))
-        if head.t_pi_ns >= 0:
-            self.latency_3d_ms.append((msg.t_host_ns - head.t_pi_ns) / 1e6)
-        for k, v in timing.items():
+        if msg.t_pi_ns >= 0:
+            self.latency_3d_ms.append((msg.t_host_ns - msg.t_pi_ns) / 1e6)
+        for k, v in msg.timing_ms.items():
             self.stage_3d_ms[k].append(v)
         for writer, values in zip(self._csv3d, (raw, xyz), strict=False):
-            writer.writerow(_points3d_row(values, pts.error, pts.ncams, pts.score, head.trigger_index,
-                                          (head.t_pi_ns, msg.t_host_ns)))
-        return msg
+            writer.writerow(_points3d_row(values, pts.error, pts.ncams, pts.score, msg.trigger_index,
+                                          (msg.t_pi_ns, msg.t_host_ns)))
 
     def _write(self, msg: Pose2D, latency_ms: float) -> None:
         if self._csv is None or self._timing_csv is None:
