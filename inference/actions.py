@@ -51,7 +51,7 @@ TTL_REPLY_TIMEOUT_S = 2.0
 
 COLUMNS = ("rule", "trigger_index", "t_pi_ns", "actions", "t_frames_ns", "t_set_ns", "t_pose2d_ns",
            "t_pose3d_ns", "t_rule_ns", "ttl_index", "t_ttl_command_ns", "t_ttl_ns", "t_ttl_fall_ns",
-           *(f"{s}_ms" for s in STEPS), "infer_ms", "total_ms", "ttl_error")
+           *(f"{s}_ms" for s in STEPS), "infer_ms", "queued_ms", "total_ms", "ttl_error")
 
 
 @dataclass
@@ -65,6 +65,9 @@ class Chain:
     t_pose3d_ns: int
     t_rule_ns: int
     infer_ms: float = float("nan")
+    queued_ms: float = float("nan")
+    """Of ``assemble``: how long the set was complete in the stores while the engine was still
+    busy with the set before it (queued behind that set's inference), not waiting for sets."""
     t_ttl_ns: int = -1
     ttl: dict[str, Any] = field(default_factory=dict)
     ttl_error: str = ""
@@ -253,7 +256,8 @@ class ActionRunner:
                 f.rule, f.trigger_index, f.t_pi_ns, "+".join(a.kind for a in f.actions), c.t_frames_ns,
                 c.t_set_ns, c.t_pose2d_ns, c.t_pose3d_ns, c.t_rule_ns, ttl.get("index", ""),
                 ttl.get("t_command_ns", ""), ttl.get("t_edge_ns", ""), ttl.get("t_fall_ns", ""),
-                *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(total), c.ttl_error])
+                *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(c.queued_ms), _fmt(total),
+                c.ttl_error])
 
     # -- reporting -------------------------------------------------------------------------------
 

@@ -232,8 +232,10 @@ class PoseEngineNode(Component):
                                         trigger_client_keys(rig))
             self._rules_2d = any(r.kind == "2d" for r in rig.rules)
             self._rules_3d = any(r.kind == "3d" for r in rig.rules)
-        self._set_times = (-1, -1)
-        """The newest frame set's last camera frame (node receive time) and its arrival here, ns."""
+        self._set_times = (-1, -1, -1)
+        """The newest frame set's last camera frame (node receive time), its arrival here, and
+        when the engine began to wait for it (ns): a set complete before that waited in a queue
+        while the engine worked on the one before."""
         self._infer_ms = float("nan")
 
     def _open_files(self, out: Path) -> None:
@@ -277,8 +279,7 @@ class PoseEngineNode(Component):
         posed = self.step(timeout_ms=20)
         if self.actions is not None:
             self.actions.poll()
-        if self.direct is None:
-            self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
+        self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
         self.pub.poll_subscriptions()
         return posed
 
@@ -292,6 +293,7 @@ class PoseEngineNode(Component):
     def step(self, timeout_ms: int) -> bool:
         """Wait for frame sets, run the newest; True if one was posed."""
         t_wait = time.perf_counter()
+        t_ready_ns = time.monotonic_ns()
         newest = self._newest_direct(timeout_ms) if self.direct is not None \
             else self._newest_message(timeout_ms)
         if newest is None:
@@ -305,7 +307,7 @@ class PoseEngineNode(Component):
                            head.trigger_index, head.seq, self.last_index, self.last_set_seq)
             return False
         skipped = head.seq - self.last_set_seq - 1 if self.last_set_seq >= 0 else head.seq
-        self._set_times = (max((h.t_host_ns for h in views), default=-1), t_set_ns)
+        self._set_times = (max((h.t_host_ns for h in views), default=-1), t_set_ns, t_ready_ns)
         self.skipped += skipped
         present = np.zeros(len(self.cameras), bool)
         for h in views:
@@ -376,13 +378,10 @@ class PoseEngineNode(Component):
 
     def _newest_direct(self, timeout_ms: int) -> tuple[protocol.FrameSetHeader,
                                                          list[protocol.FrameHeader]] | None:
-        """The newest set in the stores themselves (``pose.sets: direct``), waiting for the
-        cameras' headers to wake the engine when there is none newer than the last posed."""
+        """The newest set in the stores themselves (``pose.sets: direct``), sleeping until the
+        cameras write one when there is none newer than the last posed."""
         assert self.direct is not None
-        newest = self.direct.take(self.last_index)
-        if newest is None and self.stores.wait(timeout_ms):
-            newest = self.direct.take(self.last_index)
-        return newest
+        return self.direct.wait(self.last_index, timeout_ms / 1e3)
 
     def _read_view(self, i: int, h: protocol.FrameHeader) -> bool:
         """Preprocess camera ``i``'s frame straight from its store slot into ``batch[i]``;
@@ -430,10 +429,11 @@ class PoseEngineNode(Component):
         """Evaluate the rules on ``pose`` and carry out what fires, timing the chain."""
         assert self.rules is not None and self.actions is not None
         for firing in self.rules.update(pose):
-            t_frames, t_set = self._set_times
+            t_frames, t_set, t_ready = self._set_times
+            queued_ms = max(0, t_ready - t_frames) / 1e6 if t_frames >= 0 else float("nan")
             chain = Chain(t_pulse_ns=pose.t_pi_ns, t_frames_ns=t_frames, t_set_ns=t_set,
                           t_pose2d_ns=t_pose2d_ns, t_pose3d_ns=t_pose3d_ns, t_rule_ns=firing.t_eval_ns,
-                          infer_ms=self._infer_ms)
+                          infer_ms=self._infer_ms, queued_ms=queued_ms)
             self.actions.fire(firing, chain, pose)
             logger.info("rule %s fired on pulse %d (%s)", firing.rule, firing.trigger_index,
                         "+".join(a.kind for a in firing.actions))

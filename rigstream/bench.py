@@ -8,10 +8,10 @@ in the same run, and the rig's bytes/s as a share of each.
 
 ``rigstream bench closed-loop``: the simulated rig with its shipped rule plus one that fires on
 every fast forepaw step (a few times a second), as shipped (640x480, lossless h264) and lean
-(320x240, raw video) in one run, and lean again with the pose engine's sets found in the
-stores by the engine instead of the assembler's messages (``pose.sets``): pulse -> TTL edge
-p50/p99/max, each step of the chain, inference, and ``overhead_ms`` (pulse -> TTL minus the
-camera and inference).
+(320x240, raw video) in one run, and lean again with the pose engine's sets taken from the
+assembler's messages instead of the stores (``pose.sets``): pulse -> TTL edge p50/p99/max, each
+step of the chain, inference, ``overhead_ms`` (pulse -> TTL minus the camera and inference),
+and the part of it a set waited behind the engine's previous set (``queued_ms``).
 """
 
 from __future__ import annotations
@@ -196,29 +196,34 @@ def firing_overheads(session: Path) -> dict[str, Any]:
     """Per TTL firing in ``firings.csv``: pulse -> TTL edge, the camera's share (pulse -> frame in
     the host's store: exposure, readout, transfer; for the simulated camera the trigger line and
     one copy), inference, and ``overhead_ms`` = pulse -> TTL minus those two: what rigstream
-    itself adds (moving frames, matching sets, pre/post-processing, 3D, the rule, the TTL)."""
+    itself adds (moving frames, matching sets, pre/post-processing, 3D, the rule, the TTL).
+
+    ``queued_ms`` is the part of the overhead a set spent complete in the stores while the engine
+    was still busy with the set before it (its inference, mostly); ``overhead_unqueued_ms`` is
+    the overhead without it: what the path adds when the engine is free to take the set."""
     import csv
 
-    totals, cameras, infers, overheads = [], [], [], []
+    cols: dict[str, list[float]] = {k: [] for k in ("total", "camera", "infer", "queued")}
     path = session / "firings.csv"
     if path.is_file():
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 if not row["t_ttl_ns"] or row["ttl_error"]:
                     continue
-                total = (int(row["t_ttl_ns"]) - int(row["t_pi_ns"])) / 1e6
-                camera = float(row["frames_ms"]) if row["frames_ms"] else float("nan")
-                infer = float(row["infer_ms"]) if row["infer_ms"] else float("nan")
-                totals.append(total)
-                cameras.append(camera)
-                infers.append(infer)
-                overheads.append(total - camera - infer)
+                cols["total"].append((int(row["t_ttl_ns"]) - int(row["t_pi_ns"])) / 1e6)
+                for key, col in (("camera", "frames_ms"), ("infer", "infer_ms"), ("queued", "queued_ms")):
+                    cols[key].append(float(row[col]) if row.get(col) else float("nan"))
+    overheads = [t - c - i for t, c, i in zip(cols["total"], cols["camera"], cols["infer"], strict=True)]
+    unqueued = [o - q for o, q in zip(overheads, cols["queued"], strict=True)]
     from rigstream.latency import latency_stats
 
-    return {"pulse_to_ttl_ms": latency_stats(totals, count=True),
-            "camera_ms": latency_stats(cameras, count=True),
-            "infer_ms": latency_stats(infers, count=True),
-            "overhead_ms": latency_stats(overheads, count=True)}
+    return {"pulse_to_ttl_ms": latency_stats(cols["total"], count=True),
+            "camera_ms": latency_stats(cols["camera"], count=True),
+            "infer_ms": latency_stats(cols["infer"], count=True),
+            "overhead_ms": latency_stats(overheads, count=True),
+            "queued_ms": latency_stats(cols["queued"], count=True),
+            "queued_firings": sum(q > 0.2 for q in cols["queued"]),
+            "overhead_unqueued_ms": latency_stats(unqueued, count=True)}
 
 
 def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,9 +239,9 @@ def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     lean = demo_rig(base, width=320, height=240, codec="raw", prerender_s=2.0)
     assert lean.pose is not None
     configs = {"shipped": demo_rig(base, prerender_s=2.0), "lean": lean,
-               # the same with the sets found in the stores by the engine (pose.sets: direct)
-               "lean_direct": with_overrides(
-                   lean, pose={**msgspec.to_builtins(lean.pose), "sets": "direct"})}
+               # the same with the sets from the assembler's messages (pose.sets: assembler)
+               "lean_assembler": with_overrides(
+                   lean, pose={**msgspec.to_builtins(lean.pose), "sets": "assembler"})}
     out_root = Path(args.out or tempfile.mkdtemp(prefix="rigstream-bench-loop-"))
     result: dict[str, Any] = {"benchmark": "closed-loop", "seconds": seconds, "cpus": os.cpu_count(),
                               "rules": [r.name for r in rules]}

@@ -266,12 +266,12 @@ class PoseConfig(_Model, kw_only=True):
     """Folder for built TensorRT engines (default ~/.cache/rigstream/engines)."""
     device: str = "cpu"
     """torch engine device (``cpu``, ``cuda``, ``cuda:1``)."""
-    sets: Literal["direct", "assembler"] = "assembler"
-    """Where the engine gets its frame sets: ``assembler``, the assembler process's set
-    messages, or ``direct``, the newest set found in the camera stores in the engine's own
-    process (no hop). On the closed-loop bench (lean, median of 3 runs) direct has the lower
-    median overhead (1.13 vs 1.42 ms) but the longer tail (p99 7.2 vs 5.0 ms), so the default
-    is the assembler. The assembler runs either way, for the lossless per-set accounting."""
+    sets: Literal["direct", "assembler"] = "direct"
+    """Where the engine gets its frame sets: ``direct``, the newest set found in the camera
+    stores in the engine's own process (no hop; woken by the cameras' writes), or
+    ``assembler``, the assembler process's set messages (a socket hop each way). Direct has
+    the shorter median and tail on the closed-loop bench (see the README). The assembler runs
+    either way, for the lossless per-set accounting."""
     triangulation: TriangulationConfig = TriangulationConfig()
 
 

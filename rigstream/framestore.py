@@ -22,6 +22,13 @@ with loads, which x86-64 guarantees (each numpy assignment here is a separate C 
 compiler cannot reorder them either). On weakly ordered CPUs (aarch64) a reader could in rare
 cases see a new index word before the pixels it guards; rigstream's hosts are x86-64 so far.
 
+Waking readers: the writer rings the store's ``head`` word as a futex after each record (one
+``futex_wake`` syscall, a microsecond when nobody waits), so a reader in
+:meth:`FrameStore.wait_head` is woken by the camera's own thread, with no socket hop between
+(the headers on ZeroMQ still wake the readers that wait on sockets). Where futexes cannot be
+used (not Linux, or an unknown CPU), :meth:`FrameStore.wait_head` says so and readers wait on
+the headers instead.
+
 Segments are named per run (:func:`store_name`), created by the camera node (or a bridge) and
 unlinked by it when it closes; the session supervisor unlinks what a killed writer left
 (:func:`unlink_run`), and :func:`sweep_stale` removes segments whose writer process is gone.
@@ -30,11 +37,14 @@ unlinked by it when it closes; the session supervisor unlinks what a killed writ
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import logging
 import mmap
 import os
+import platform
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +72,28 @@ _C_PIXELS_OFFSET, _C_STRIDE, _C_PID, _C_HEAD, _C_END, _C_CREATED_NS = range(7, 1
 _CONTROL_WORDS = 64
 _WAKE_OFFSET, _WAKE_BYTES = 256, 256
 """The address the store's headers are published on (UTF-8, NUL-padded), in the control block."""
+
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE_FLAG): the word is in another process's mapping
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "armv7l": 240}.get(platform.machine()) \
+    if os.uname().sysname == "Linux" and sys.byteorder == "little" else None
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _load_syscall() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    if _SYS_FUTEX is None:
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_long
+    return fn
+
+
+_syscall = _load_syscall()
 
 # Slot header: int64 words per slot.
 FIELDS = ("index", "frame_id", "t_camera_ns", "t_pi_ns", "t_host_ns", "flags", "truth_index",
@@ -180,6 +212,8 @@ class FrameStore:
             for a in (self._control, self._slots, self._pixels):
                 a.flags.writeable = False
         self._fields = np.zeros(_SLOT_WORDS, np.int64)
+        self._head_addr = ctypes.c_void_p(self._control.ctypes.data + _C_HEAD * 8)
+        """The head word's low 32 bits (little-endian): the futex readers sleep on."""
         self._pid_checked = 0.0
         self._pid_alive = True
 
@@ -331,6 +365,7 @@ class FrameStore:
         words[1:len(FIELDS)] = f[1:len(FIELDS)]
         words[0] = index
         self._control[_C_HEAD] = index + 1
+        self._ring()
         return slot
 
     def finish(self, total: int) -> None:
@@ -338,6 +373,26 @@ class FrameStore:
         if not self.writable:
             raise StoreError(f"store {self.name}: opened read-only")
         self._control[_C_END] = max(total, self.head)
+        self._ring()
+
+    def _ring(self) -> None:
+        """Wake every reader waiting in :meth:`wait_head` (the head or end word moved)."""
+        if _syscall is not None:
+            _syscall(_SYS_FUTEX, self._head_addr, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+
+    def wait_head(self, seen: int, timeout_s: float) -> bool | None:
+        """Sleep until the head moves from ``seen`` (or the stream ends), at most ``timeout_s``:
+        True if the head has moved, False if not (timed out, ended, or a spurious wake-up),
+        None if this host cannot wait on the store (the caller waits on the headers instead)."""
+        if _syscall is None:
+            return None
+        if self.head != seen or self.end >= 0:
+            return self.head != seen
+        ts = _Timespec(int(timeout_s), int((timeout_s % 1.0) * 1e9))
+        # The kernel sleeps only while the word still holds ``seen`` (no lost wake-up).
+        _syscall(_SYS_FUTEX, self._head_addr, _FUTEX_WAIT, ctypes.c_long(seen & 0xFFFFFFFF),
+                 ctypes.byref(ts), None, 0)
+        return self.head != seen
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from rigstream import protocol
 from rigstream.component import Component
 from rigstream.config import RigConfig
 from rigstream.frames import CameraStores
-from rigstream.framestore import Record, StoreCursor, frame_header
+from rigstream.framestore import FrameStore, Record, StoreCursor, frame_header
 from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter
 
@@ -259,8 +259,10 @@ class NewestSet:
     and no message: what the assembler costs the closed loop (a wake-up, a set message, another
     wake-up) is gone. The assembler still runs for the lossless per-set accounting.
 
-    A camera is live while its store's head moved within ``deadline_s`` (so a camera that died
-    or stalls does not hold the sets of the others back for longer than that); a live camera
+    A camera is live while its store's head moved within ``deadline_s``, or while no camera has
+    written past it (so a camera that died or stalls holds the sets of the others back for no
+    longer than that, and the last sets of the cameras that wrote on are posed even when they
+    stop too); a live camera
     whose slot no longer holds the index (``overrun``), or that wrote a drop notice for it, is
     missing from the set with that reason."""
 
@@ -277,7 +279,6 @@ class NewestSet:
         stores = self.stores.stores
         if len(stores) < len(self.cameras):
             self.stores.open_pending()
-        live: list[str] = []
         for cam in self.cameras:
             store = stores.get(cam)
             if store is None:
@@ -285,8 +286,7 @@ class NewestSet:
             head = store.head
             if head != self._heads.get(cam):
                 self._heads[cam], self._moved[cam] = head, now
-            if now - self._moved[cam] <= self.deadline_s and head > 0:
-                live.append(cam)
+        live = self._live(now)
         if not live:
             return None
         n = min(self._heads[c] for c in live) - 1
@@ -319,6 +319,44 @@ class NewestSet:
                               cameras=[h.camera for h in frames], missing=missing, frames=frames,
                               reasons=reasons)
         return head, frames
+
+    def wait(self, after: int, timeout_s: float) -> tuple[FrameSetHeader, list[FrameHeader]] | None:
+        """:meth:`take`, sleeping until a set above ``after`` is there (at most ``timeout_s``):
+        on the store of the live camera furthest behind, woken by that camera's own write (a
+        futex), or where the host cannot do that, on the cameras' headers."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.take(after)
+            left = deadline - time.monotonic()
+            if found is not None or left <= 0:
+                return found
+            behind = self._furthest_behind()
+            moved = None if behind is None else behind[0].wait_head(behind[1], min(left, self.deadline_s))
+            if moved is None:  # no store to sleep on: the headers wake us
+                if self.stores.wait(max(1, round(left * 1e3))):
+                    return self.take(after)
+                return None
+
+    def _live(self, now: float) -> list[str]:
+        """The cameras whose heads (as :meth:`take` last saw them) moved within the deadline or
+        are the furthest ahead."""
+        heads = {c: h for c, h in self._heads.items() if c in self.stores.stores and h > 0}
+        top = max(heads.values(), default=0)
+        return [c for c in self.cameras if c in heads
+                and (heads[c] == top or now - self._moved[c] <= self.deadline_s)]
+
+    def _furthest_behind(self) -> tuple[FrameStore, int] | None:
+        """The live camera's store with the lowest head (as :meth:`take` last saw it), and that head."""
+        stores = self.stores.stores
+        if len(stores) < len(self.cameras):
+            return None
+        live = self._live(time.monotonic())
+        if not live:
+            return None
+        cam = min(live, key=self._heads.__getitem__)
+        if stores[cam].end >= 0:  # ended: its head will not move again
+            return None
+        return stores[cam], self._heads[cam]
 
 
 def decode_frameset(parts: list[Any]) -> tuple[FrameSetHeader, list[FrameHeader]]:

@@ -157,6 +157,48 @@ def test_a_killed_writer_ends_the_stream_and_its_segment_is_swept(name: str) -> 
     reader.close()
 
 
+def _late_writer(name: str, ready: mp.Event, go: mp.Event) -> None:  # type: ignore[valid-type]
+    store = FrameStore.create(name, LAYOUT)
+    put(store, 0)
+    ready.set()
+    go.wait(30)
+    put(store, 1)
+    time.sleep(0.5)
+    store.finish(2)
+    time.sleep(30)  # the test ends it
+
+
+@pytest.mark.skipif(framestore._syscall is None, reason="no futex on this host")
+def test_a_reader_sleeping_on_the_head_is_woken_by_the_writer_in_another_process(name: str) -> None:
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_late_writer, args=(name, ready, go), daemon=True)
+    proc.start()
+    try:
+        assert ready.wait(30)
+        r = FrameStore.attach(name)
+        assert r.wait_head(0, 5.0) is True  # already moved: no sleep
+        t0 = time.monotonic()
+        assert r.wait_head(1, 0.05) is False and time.monotonic() - t0 >= 0.04  # timed out
+        go.set()
+        assert r.wait_head(1, 20.0) is True and r.head == 2 and r.holds(1)  # woken by the write
+        t0 = time.monotonic()
+        assert r.wait_head(2, 20.0) is False and r.end == 2  # woken by the end, head unmoved
+        assert time.monotonic() - t0 < 15
+        assert r.wait_head(2, 20.0) is False  # ended: returns at once
+        r.close()
+    finally:
+        proc.kill()
+        proc.join(10)
+
+
+def test_without_futexes_wait_head_says_so(name: str, monkeypatch) -> None:
+    monkeypatch.setattr(framestore, "_syscall", None)
+    with FrameStore.create(name, LAYOUT) as w:
+        put(w, 0)
+        assert w.wait_head(1, 1.0) is None
+
+
 def test_unlink_run_removes_only_that_runs_stores() -> None:
     run_a, run_b = f"/tmp/a-{uuid.uuid4().hex}", f"/tmp/b-{uuid.uuid4().hex}"
     a0 = FrameStore.create(store_name(run_a, "cam0"), LAYOUT)
