@@ -262,9 +262,8 @@ class NewestSet:
     A camera is live while its store's head moved within ``deadline_s``, or while no camera has
     written past it (so a camera that died or stalls holds the sets of the others back for no
     longer than that, and the last sets of the cameras that wrote on are posed even when they
-    stop too); a live camera
-    whose slot no longer holds the index (``overrun``), or that wrote a drop notice for it, is
-    missing from the set with that reason."""
+    stop too); a live camera whose slot no longer holds the index (``overrun``), or that wrote
+    a drop notice for it, is missing from the set with that reason."""
 
     def __init__(self, stores: CameraStores, cameras: list[str], deadline_s: float) -> None:
         self.stores = stores
