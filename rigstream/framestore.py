@@ -386,12 +386,11 @@ class FrameStore:
         None if this host cannot wait on the store (the caller waits on the headers instead)."""
         if _syscall is None:
             return None
-        if self.head != seen or self.end >= 0:
-            return self.head != seen
-        ts = _Timespec(int(timeout_s), int((timeout_s % 1.0) * 1e9))
-        # The kernel sleeps only while the word still holds ``seen`` (no lost wake-up).
-        _syscall(_SYS_FUTEX, self._head_addr, _FUTEX_WAIT, ctypes.c_long(seen & 0xFFFFFFFF),
-                 ctypes.byref(ts), None, 0)
+        if self.head == seen and self.end < 0:
+            ts = _Timespec(int(timeout_s), int((timeout_s % 1.0) * 1e9))
+            # The kernel sleeps only while the word still holds ``seen`` (no lost wake-up).
+            _syscall(_SYS_FUTEX, self._head_addr, _FUTEX_WAIT, ctypes.c_long(seen & 0xFFFFFFFF),
+                     ctypes.byref(ts), None, 0)
         return self.head != seen
 
     # -- reading --------------------------------------------------------------------------------
