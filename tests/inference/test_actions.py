@@ -130,6 +130,35 @@ def test_ttl_leaves_at_once_and_the_reply_completes_the_chain(setup, tmp_path: P
     assert 0 < s["infer_share_of_pulse_to_ttl"] < 1
 
 
+def test_the_bench_splits_each_firings_overhead_into_its_queued_and_unqueued_parts(
+        setup, tmp_path: Path) -> None:
+    """firings.csv's queued_ms, written by the runner, read back by the closed-loop bench: overhead
+    is pulse -> TTL minus the camera and inference, and the queued part comes off it."""
+    from rigstream.bench import QUEUED_MS, firing_overheads
+
+    _, trigger, _, runner, _ = setup
+    sent = []
+    for n, queued in ((10, 0.0), (20, 3.0), (30, QUEUED_MS / 2)):
+        firing, chain, pose = firing_and_pose(rules("[{ttl: {width_ms: 1}}]"), n=n)
+        chain.queued_ms = queued
+        runner.fire(firing, chain, pose)
+        sent.append(chain)
+        wait_for("the TTL reply", lambda: (runner.poll(), runner.summary()["ttl_pending"] == 0)[1])
+    runner.close()
+    rows = read_rows(tmp_path / "firings.csv")
+    assert [float(r["queued_ms"]) for r in rows] == [0.0, 3.0, QUEUED_MS / 2]
+    totals = [(edge - c.t_pulse_ns) / 1e6 for edge, c in zip(trigger.edges, sent, strict=True)]
+    overheads = [t - (c.t_frames_ns - c.t_pulse_ns) / 1e6 - c.infer_ms
+                 for t, c in zip(totals, sent, strict=True)]
+    o = firing_overheads(tmp_path)
+    assert o["pulse_to_ttl_ms"]["n"] == o["overhead_ms"]["n"] == o["overhead_unqueued_ms"]["n"] == 3
+    assert o["queued_firings"] == 1  # only the 3 ms wait is over the threshold
+    assert o["overhead_ms"]["max"] == pytest.approx(max(overheads), abs=2e-3)
+    unqueued = [ov - c.queued_ms for ov, c in zip(overheads, sent, strict=True)]
+    assert o["overhead_unqueued_ms"]["max"] == pytest.approx(max(unqueued), abs=2e-3)
+    assert o["queued_ms"]["max"] == 3.0
+
+
 def test_a_refused_ttl_is_recorded_and_one_without_any_ttl_is_done_at_once(
         zctx: zmq.Context, run_dir: str, tmp_path: Path) -> None:
     rig = small_rig()
