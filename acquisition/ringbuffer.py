@@ -49,7 +49,7 @@ from rigstream.component import Component
 from rigstream.config import RigConfig
 from rigstream.frames import CameraStores
 from rigstream.framestore import FIELDS, FrameStore, StoreLayout, frame_header
-from rigstream.protocol import Event
+from rigstream.protocol import INT64_MAX, Event
 from rigstream.transport import ControlListener, SignalStop, StatusReporter, bind_address, received
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ WRITE_CHUNK = 8
 
 MAX_POST_S = 60.0
 """The longest ``post_s`` an event's own clip window may ask for (longer ones are clamped)."""
-
-INT64_MAX = 2**63 - 1
 
 _T_PI = FIELDS.index("t_pi_ns")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -42,6 +42,16 @@ def flag_names(flags: int) -> str:
     return "|".join(name for bit, name in FLAG_NAMES.items() if flags & bit)
 
 
+INT64_MAX = 2**63 - 1
+Int = Annotated[int, msgspec.Meta(ge=-INT64_MAX - 1, le=INT64_MAX)]
+"""Every integer on the wire is an int64 (times in ns, indices, counters): the tables and numpy
+hold it; a larger one is refused at decoding, not found later as an overflow."""
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""The largest message :func:`decode` accepts (pixels travel beside messages, never in them; the
+largest real message, a busy component's Status, is a few kB)."""
+
+
 class ProtocolError(ValueError):
     """A message that does not decode to a known schema; ``reason`` is a short category."""
 
@@ -52,15 +62,15 @@ class ProtocolError(ValueError):
 
 
 class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
-    v: int = PROTOCOL_VERSION
+    v: Int = PROTOCOL_VERSION
 
 
 class Pulse(_Message, tag="pulse", kw_only=True):
     """One edge of an output the Pi drives; ``index`` counts that output's pulses from 0 at
     session start (a falling edge has its pulse's index)."""
 
-    index: int
-    t_pi_ns: int
+    index: Int
+    t_pi_ns: Int
     """The edge on the Pi's monotonic clock (taken right after the pin write)."""
     line: str = "camera"
     """Which output and edge: ``camera`` / ``sync`` / ``ttl`` (rising edges of the camera
@@ -72,33 +82,33 @@ class Edge(_Message, tag="edge", kw_only=True):
     """A level change on a simulated electrical line (sim pin backend, camera strobes)."""
 
     line: str
-    level: int
-    t_ns: int
-    truth_index: int = -1
+    level: Int
+    t_ns: Int
+    truth_index: Int = -1
     """Simulation only: the pulse this edge stems from (a real wire carries no index)."""
 
 
 class FrameHeader(_Message, tag="frame", kw_only=True):
     camera: str
-    seq: int
+    seq: Int
     """Publisher sequence number: a gap means frames were lost between node and consumer."""
-    frame_id: int
+    frame_id: Int
     """The camera's own frame counter (chunk data FrameID)."""
-    trigger_index: int
+    trigger_index: Int
     """Pulse index n this frame belongs to, derived from frame_id."""
-    t_camera_ns: int
-    t_host_ns: int
-    t_pi_ns: int = -1
+    t_camera_ns: Int
+    t_host_ns: Int
+    t_pi_ns: Int = -1
     """Time of pulse ``trigger_index`` on the Pi's clock; -1 if the pulse was not received."""
-    width: int
-    height: int
-    channels: int = 1
+    width: Int
+    height: Int
+    channels: Int = 1
     dtype: Literal["uint8", "uint16"] = "uint8"
     exposure_us: float = 0.0
-    flags: int = 0
-    truth_index: int = -1
+    flags: Int = 0
+    truth_index: Int = -1
     """Simulation only: the pulse the simulated camera really exposed on."""
-    slot: int = -1
+    slot: Int = -1
     """Where the pixels are in the camera's frame store on the node's host
     (:mod:`rigstream.framestore`; slot = trigger_index % capacity); -1: not in a store. A
     header with a slot travels alone on one host: the pixels stay in shared memory."""
@@ -119,10 +129,10 @@ class FrameSetHeader(_Message, tag="frameset", kw_only=True):
     the FrameHeader naming the slot of its frame in that camera's frame store (the pixels stay
     in shared memory; a reader checks ``FrameStore.holds`` after reading them)."""
 
-    seq: int
+    seq: Int
     """Frame-set counter of the assembler (a gap: sets a latest-wins reader passed over)."""
-    trigger_index: int
-    t_pi_ns: int
+    trigger_index: Int
+    t_pi_ns: Int
     cameras: list[str]
     """Present cameras, in the rig's camera order."""
     missing: list[str] = []
@@ -142,9 +152,9 @@ class Event(_Message, tag="event", kw_only=True):
 
     name: str
     source: str = ""
-    trigger_index: int | None = None
-    t_pi_ns: int | None = None
-    t_host_ns: int = 0
+    trigger_index: Int | None = None
+    t_pi_ns: Int | None = None
+    t_host_ns: Int = 0
     data: dict[str, Any] = {}
 
 
@@ -164,20 +174,20 @@ class Status(_Message, tag="status", kw_only=True):
 
     component: str
     state: Literal["ready", "running", "done", "error"]
-    t_host_ns: int = 0
+    t_host_ns: Int = 0
     stats: dict[str, Any] = {}
 
 
 class Pose2D(_Message, tag="pose2d", kw_only=True):
     """Keypoints of one frame set from the live pose engine, in full-frame pixels."""
 
-    seq: int
+    seq: Int
     """Pose message counter; FrameSetHeader.seq is in ``frameset_seq``."""
-    frameset_seq: int
-    trigger_index: int
-    t_pi_ns: int
+    frameset_seq: Int
+    trigger_index: Int
+    t_pi_ns: Int
     """The frame set's pulse on the Pi's clock (-1 if unknown)."""
-    t_host_ns: int
+    t_host_ns: Int
     """When this message was published (the pose host's monotonic clock)."""
     model: str
     keypoints: list[str]
@@ -185,7 +195,7 @@ class Pose2D(_Message, tag="pose2d", kw_only=True):
     """Per camera (K, 3): x, y in that camera's frame pixels and confidence in [0, 1]."""
     missing: list[str] = []
     """Cameras absent from the frame set (no keypoints)."""
-    skipped: int = 0
+    skipped: Int = 0
     """Frame sets skipped (latest-wins) since the previous Pose2D."""
     timing_ms: dict[str, float] = {}
     """wait, preprocess, infer, postprocess for this frame set."""
@@ -194,13 +204,13 @@ class Pose2D(_Message, tag="pose2d", kw_only=True):
 class Pose3D(_Message, tag="pose3d", kw_only=True):
     """Keypoints of one frame set in 3D, triangulated from its Pose2D with the rig's calibration."""
 
-    seq: int
+    seq: Int
     """Pose3D counter."""
-    frameset_seq: int
-    trigger_index: int
-    t_pi_ns: int
+    frameset_seq: Int
+    trigger_index: Int
+    t_pi_ns: Int
     """The frame set's pulse on the Pi's clock (-1 if unknown)."""
-    t_host_ns: int
+    t_host_ns: Int
     """When this message was published (the pose host's monotonic clock)."""
     keypoints: list[str]
     xyz: list[list[float]]
@@ -208,7 +218,7 @@ class Pose3D(_Message, tag="pose3d", kw_only=True):
     no point (fewer than two confident views, or missing past the filter's gap)."""
     error: list[float]
     """(K,) mean reprojection error of the views used, px (NaN without a point)."""
-    ncams: list[int]
+    ncams: list[Int]
     """(K,) views used."""
     score: list[float]
     """(K,) mean confidence of the views used (0 without a point)."""
@@ -242,9 +252,14 @@ def encode(msg: _Message) -> bytes:
 
 
 def decode(buf: bytes | memoryview, expected: type[Any] | tuple[type[Any], ...] | None = None) -> Any:
-    """Decode one message; raises ProtocolError naming what was wrong."""
+    """Decode one message; raises ProtocolError naming what was wrong, and nothing else (a
+    receiver that counts ProtocolError survives any input)."""
+    if len(buf) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too-large", f"{len(buf)} bytes (at most {MAX_MESSAGE_BYTES})")
     try:
         msg = _decoder.decode(buf)
+    except RecursionError:  # msgspec recurses once per nesting level of an ``Any`` field
+        raise _too_deep(buf) from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         _raise_why(buf, exc)
     if msg.v != PROTOCOL_VERSION:
@@ -260,9 +275,15 @@ def decode(buf: bytes | memoryview, expected: type[Any] | tuple[type[Any], ...] 
     return msg
 
 
+def _too_deep(buf: bytes | memoryview) -> ProtocolError:
+    return ProtocolError("too-deep", f"nested deeper than the interpreter allows ({len(buf)} bytes)")
+
+
 def _raise_why(buf: bytes | memoryview, exc: Exception) -> None:
     try:
         env = _envelope_decoder.decode(buf)
+    except RecursionError:  # skipping an unknown field's value recurses too
+        raise _too_deep(buf) from None
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise ProtocolError("undecodable", f"not a MessagePack map with type and v ({exc})") from None
     if env.type not in _KNOWN_TYPES:

@@ -18,6 +18,7 @@ def header(**kw: object) -> FrameHeader:
 
 def test_every_schema_round_trips() -> None:
     msgs = [
+        *valid_messages(),
         protocol.Pulse(index=5, t_pi_ns=123),
         protocol.Edge(line="trigger", level=1, t_ns=9, truth_index=2),
         header(),
@@ -43,12 +44,59 @@ def test_every_schema_round_trips() -> None:
          "invalid"),
         (msgspec.msgpack.encode({"type": "pulse", "v": 1, "index": 1, "t_pi_ns": 1, "x": 0}),
          "invalid"),
+        # an int64 is the widest integer the tables and numpy hold
+        (msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x", "t_pi_ns": 2**63}), "invalid"),
+        (msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x", "data": {"a": None}})[:-1]
+         + b"\x91" * 5000 + b"\xc0", "too-deep"),
+        (msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x", "data": None})[:-1]
+         + b"\x91" * 5000 + b"\xc0", "too-deep"),
+        (msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x",
+                                 "data": {"blob": b"x" * protocol.MAX_MESSAGE_BYTES}}), "too-large"),
     ],
 )
 def test_bad_messages_are_rejected_with_a_reason(buf: bytes, reason: str) -> None:
     with pytest.raises(ProtocolError) as info:
         protocol.decode(buf)
     assert info.value.reason == reason
+
+
+def valid_messages() -> list[protocol.AnyMessage]:
+    pose = dict(seq=1, frameset_seq=2, trigger_index=3, t_pi_ns=4, t_host_ns=5, keypoints=["a"])
+    return [
+        protocol.Pulse(index=5, t_pi_ns=123), protocol.Edge(line="trigger", level=1, t_ns=9),
+        header(slot=2), protocol.FrameSetHeader(seq=1, trigger_index=3, t_pi_ns=4, cameras=["cam0"],
+                                                frames=[header(slot=3)], missing=["b"], reasons=["late"]),
+        protocol.Event(name="reach", trigger_index=7, data={"clip": {"pre_s": 1.0, "post_s": 2.0}}),
+        protocol.Command(cmd="ttl", args={"width_ms": 2.0}), protocol.Reply(ok=True, data={"index": 1}),
+        protocol.Status(component="recorder", state="running", stats={"frames": {"cam0": 1}}),
+        protocol.Pose2D(**pose, model="m", views={"cam0": [[1.0, 2.0, 0.5]]}),
+        protocol.Pose3D(**pose, xyz=[[1.0, 2.0, 3.0]], error=[0.1], ncams=[2], score=[0.9]),
+    ]
+
+
+def test_decoding_fuzz_raises_only_protocol_errors() -> None:
+    """Truncations, byte flips, spliced and random bytes of every schema: decode returns a message
+    or raises ProtocolError, never anything a receiving loop would not catch."""
+    rng = np.random.default_rng(13)
+    outcomes = {"decoded": 0, "refused": 0}
+    for msg in valid_messages():
+        buf = protocol.encode(msg)
+        variants = [buf[:n] for n in range(len(buf))]
+        for _ in range(300):
+            b = bytearray(buf)
+            for i in rng.integers(0, len(b), size=rng.integers(1, 4)):
+                b[i] = int(rng.integers(0, 256))
+            variants.append(bytes(b))
+            cut = int(rng.integers(0, len(buf)))
+            variants.append(buf[:cut] + rng.bytes(int(rng.integers(1, 40))) + buf[cut:])
+        variants += [rng.bytes(int(n)) for n in rng.integers(1, 200, size=50)]
+        for v in variants:
+            try:
+                protocol.decode(v)
+                outcomes["decoded"] += 1
+            except ProtocolError:
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 1000 and outcomes["decoded"] > 0
 
 
 def test_unexpected_type() -> None:
