@@ -80,7 +80,7 @@ def _run_session(plan: Any) -> int:
     a second Ctrl-C stops without waiting for clips; prints the summary."""
     import signal
 
-    from rigstream.session import Session
+    from rigstream.session import Session, SessionError
 
     session = Session(plan, progress=lambda line: print(line, file=sys.stderr, flush=True))
 
@@ -92,6 +92,9 @@ def _run_session(plan: Any) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = session.run()
+    except SessionError as exc:  # a component failed: stopped in order, or before it started
+        print(f"rigstream: session failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -203,8 +206,10 @@ def _us(ms: float | None) -> str:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from rigstream.firmware.trigger import run_trigger
+    from rigstream.transport import SignalStop
 
-    run_trigger(_rig(args), args.run, autostart=args.start,
+    # Ctrl-C or SIGTERM: the train stops, the pins close, and the daemon exits 0 like the others.
+    run_trigger(_rig(args), args.run, stop=SignalStop().on_signals(), autostart=args.start,
                 realtime_priority=args.realtime_priority)
     return 0
 

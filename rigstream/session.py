@@ -52,12 +52,18 @@ RESTARTABLE = ("pose", "monitor")
 frames (their files are appended to). A camera is not (its frame counter would restart, and a
 real camera that failed needs a person). A recorder that fails is reported and the session
 goes on without it (the cameras, clips and pose do not depend on it; its tables and videos end
-where it stopped). The ring buffer, assembler and trigger failing end the session."""
+where it stopped). The ring buffer, assembler and trigger failing end the session, in order:
+the trigger stops, the cameras end their streams, every reader finishes what it holds, and
+summary.json names the failure (see :meth:`Session._component_failed`)."""
 
 MAX_RESTARTS = 3
 """Restarts of one component before its failure ends the session."""
 
 HEALTH_EVERY_S = 0.5
+
+SHUTDOWN_GRACE_S = 30.0
+"""How long a component has to close its files after SIGTERM before it is killed (a recorder
+finishing a large raw write on a loaded host takes seconds)."""
 
 
 @dataclass
@@ -122,7 +128,9 @@ class Session:
         self.latest_pulse = -1
         self.pose_enabled = self.rig.pose is not None and self.rig.pose.enabled
         self.failed: dict[str, str] = {}
-        """Components that failed mid-session (cameras and the recorder), with why."""
+        """Components that failed mid-session, with why."""
+        self.fatal: str | None = None
+        """The failure that ends the session early ("component failed: why"), once there is one."""
         self.recorder_failed_s: float | None = None
         """When the recorder failed (s into the session), if it did."""
         self.restarted: list[dict[str, Any]] = []
@@ -179,28 +187,41 @@ class Session:
         assert comp.log_path is not None
         env = dict(os.environ, PYTHONUNBUFFERED="1", **comp.env)
         with open(comp.log_path, "ab") as log:  # a restart appends to the same log
+            # A session of its own: a terminal's Ctrl-C (SIGINT to its foreground process group)
+            # reaches the supervisor only, which stops every component in order; a component
+            # whose supervisor dies gets SIGTERM from the kernel (cli._end_with_supervisor).
             comp.proc = subprocess.Popen([sys.executable, "-m", "rigstream", *comp.args],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+                                         stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
 
     def _check_alive(self) -> None:
         for comp in self.components.values():
             if comp.name in self.failed or comp.proc is None or comp.proc.poll() in (None, 0):
                 continue
             tail = comp.log_path.read_text()[-2000:] if comp.log_path else ""
-            self._component_failed(comp, f"exited with code {comp.proc.returncode}; its log ends:\n{tail}")
+            where = comp.log_path.relative_to(self.out) if comp.log_path else "no log"
+            self._component_failed(comp, f"exited with code {comp.proc.returncode} (see {where})\n"
+                                         f"its log ends:\n{tail}")
 
     def _component_failed(self, comp: Component, why: str) -> None:
         """A camera that fails mid-session is reported and left out; the other cameras and
         the consumers go on recording (the recorder accounts its missing frames). The pose
         engine and the monitor are restarted (up to MAX_RESTARTS times). Any other component
-        failing ends the session."""
+        failing ends the session: before the recording, at once (nothing is recorded yet);
+        during it, in order (:attr:`fatal`; the main loop stops the trigger and lets the others
+        finish what they hold)."""
         if comp.name in RESTARTABLE and self._recording and comp.restarts < MAX_RESTARTS:
             self._restart(comp, why)
             return
-        survivable = comp.name.startswith("camera:") or comp.name == "recorder"
-        if not survivable or not self._recording:
+        if not self._recording:
             raise SessionError(f"component {comp.name} failed: {why}")
-        self.failed[comp.name] = why.splitlines()[0]
+        first = why.splitlines()[0]
+        self.failed[comp.name] = first
+        if not (comp.name.startswith("camera:") or comp.name == "recorder"):
+            logger.error("component %s failed; stopping the session in order: %s", comp.name, why)
+            self.progress(f"!! {comp.name} failed: {first} (stopping the session in order)")
+            self.fatal = self.fatal or f"{comp.name} failed: {first}"
+            return
         if comp.name == "recorder":
             self.recorder_failed_s = round(time.monotonic() - self._t0, 3)
             going_on = ("the cameras, clips and pose go on; frames.csv, pulses.csv and the videos "
@@ -208,7 +229,7 @@ class Session:
         else:
             going_on = "the others keep recording"
         logger.error("component %s failed; %s: %s", comp.name, going_on, why)
-        self.progress(f"!! {comp.name} failed: {why.splitlines()[0]} ({going_on})")
+        self.progress(f"!! {comp.name} failed: {first} ({going_on})")
 
     def _restart(self, comp: Component, why: str) -> None:
         first = why.splitlines()[0]
@@ -261,6 +282,18 @@ class Session:
             raise SessionError(f"trigger refused {cmd}: {reply.error}")
         return reply
 
+    def _ask_trigger(self, cmd: str) -> dict[str, Any]:
+        """The trigger's answer to ``cmd`` mid-session; {} once the trigger has failed (which
+        ends the session in order: :meth:`_component_failed`)."""
+        if "trigger" not in self.failed:
+            try:
+                return self._trigger(cmd).data
+            except TimeoutError:
+                self._check_alive()
+                if "trigger" not in self.failed:
+                    raise
+        return {}
+
     # -- the session ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -280,9 +313,13 @@ class Session:
         t_launch = time.monotonic()
         self._start()
         try:
-            return self._run(t_launch)
+            summary = self._run(t_launch)
         finally:
             self._shutdown()
+        if self.fatal:
+            raise SessionError(f"{self.fatal}; the session stopped in order, the files are complete "
+                               f"up to there (summary.json in {self.out})")
+        return summary
 
     def _prepare_calibration(self) -> RigConfig:
         """The session folder keeps the calibration every component uses (``calibration.toml``):
@@ -330,6 +367,8 @@ class Session:
             self._check_alive()
             self._drain_status(timeout_ms=20)
             self._drain_pulses()
+            if self.fatal:
+                break
             while events and self.latest_pulse >= events[0]:
                 n = events.pop(0)
                 push.send(protocol.encode(Event(name="demo", source="schedule", trigger_index=n,
@@ -340,7 +379,7 @@ class Session:
                 self.progress(self._progress_line(now - t0))
             self._publish_health(now)
             if self.plan.pulses is not None:
-                if self.latest_pulse >= self.plan.pulses - 1 and not self._trigger("status").data.get(
+                if self.latest_pulse >= self.plan.pulses - 1 and not self._ask_trigger("status").get(
                         "running", False):
                     break
                 if not self._stop.is_set():
@@ -353,7 +392,8 @@ class Session:
                 if self._finished(now, finishing):
                     break
         duration_s = time.monotonic() - t0
-        trigger_status = {**self._trigger("status").data, **self._trigger("stop").data}
+        trigger_status = {**self._ask_trigger("status"), **self._ask_trigger("stop")}
+        self._drain_pulses()
         pulses_sent = int(trigger_status.get("pulses_sent", self.latest_pulse + 1))
         push.close()
         self.control.send(Command(cmd="stop", args={"pulses": pulses_sent}))
@@ -491,6 +531,7 @@ class Session:
                           "ringbuffer": ring.get("malformed", {})},
             "components": {"cameras": cams, "recorder": rec, "assembler": asm,
                            "ringbuffer": ring},
+            "failure": self.fatal,
             "failed_components": dict(self.failed),
             "restarted_components": list(self.restarted),
         }
@@ -561,20 +602,27 @@ class Session:
         return out
 
     def _shutdown(self) -> None:
+        """End every process. After a session that ran to its end they have all reported done
+        and are exiting; after an error, each is asked to stop (the control channel, then
+        SIGTERM: both a clean stop that closes its files) and killed only if it is still there
+        SHUTDOWN_GRACE_S after the SIGTERM."""
         with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
             request(self.ctx, self.rig.address("trigger_control", self.run_dir),
                     Command(cmd="shutdown"), timeout_s=1.0, curve=self._curve)
+        self.control.send(Command(cmd="stop", args={"pulses": self.latest_pulse + 1}))
         for comp in self.components.values():
             if comp.proc is None:
                 continue
             try:
                 comp.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                logger.warning("component %s did not exit; terminating", comp.name)
+                logger.warning("component %s did not exit; asking it to stop (SIGTERM)", comp.name)
                 comp.proc.terminate()
                 try:
-                    comp.proc.wait(timeout=5)
+                    comp.proc.wait(timeout=SHUTDOWN_GRACE_S)
                 except subprocess.TimeoutExpired:
+                    logger.error("component %s did not stop within %.0f s of SIGTERM; killed",
+                                  comp.name, SHUTDOWN_GRACE_S)
                     comp.proc.kill()
         for sock in (self.status_sock, self.pulse_sock):
             sock.close()

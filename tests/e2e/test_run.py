@@ -143,6 +143,43 @@ def test_a_killed_recorder_is_reported_and_the_rest_of_the_session_goes_on(tmp_p
     assert posed and posed[-1] > rig.trigger.rate_hz * (killed["recorder"] + 2)
 
 
+@pytest.mark.parametrize("victim", ["ringbuffer", "assembler", "trigger"])
+def test_a_component_whose_failure_ends_the_session_ends_it_in_order(tmp_path: Path, victim: str) -> None:
+    """SIGKILL a component the session cannot go on without: the session stops in order (the
+    trigger stops, the cameras end their streams, the recorder finishes what it holds and is not
+    killed), writes summary.json naming the failure and raises one SessionError."""
+    from rigstream.session import SessionError
+
+    rig = load_rig(small_sim_rig(tmp_path))
+    out = tmp_path / "s"
+    killed: dict[str, float] = {}
+    session: Session
+
+    def progress(line: str) -> None:
+        comp = session.components[victim]
+        t = time.monotonic() - session._t0
+        if session._recording and t >= 1.5 and not killed and comp.proc is not None:
+            comp.proc.send_signal(signal.SIGKILL)
+            killed[victim] = t
+
+    session = Session(SessionPlan(rig, out, pulses=2000), progress=progress)
+    t0 = time.monotonic()
+    ended = f"{victim} failed: exited with code -9 \\(see logs/{victim}.log\\); the session stopped in order"
+    with pytest.raises(SessionError, match=ended):
+        session.run()
+    assert time.monotonic() - t0 < 60
+    s = json.loads((out / "summary.json").read_text())
+    assert s["failure"].startswith(f"{victim} failed: exited with code -9")
+    assert list(s["failed_components"]) == [victim]
+    assert 0 < s["pulses_sent"] < 2000
+    for cam in ("cam0", "cam1"):  # every pulse sent is in the recorder's table and its video
+        assert s["frames"][cam] + s["frames_dropped"][cam] == s["pulses_sent"], (cam, s["frames"])
+        assert sum(1 for _ in read_frames(out / "video" / f"{cam}.mkv")) == s["frames"][cam]
+    assert "recorder" not in s["failed_components"]
+    log = (out / "logs" / "recorder.log").read_text()
+    assert "Traceback" not in log
+
+
 def test_run_stops_cleanly_on_ctrl_c_and_finishes_the_clip_being_written(tmp_path: Path) -> None:
     rig_file = small_sim_rig(tmp_path, ring_buffer={"pre_s": 0.5, "post_s": 0.5, "margin_s": 2.0})
     out = tmp_path / "s"
@@ -167,6 +204,29 @@ def test_run_stops_cleanly_on_ctrl_c_and_finishes_the_clip_being_written(tmp_pat
     info = json.loads((out / clip / "event.json").read_text())
     assert info["missing_rows"] == 0  # the stop waited for its post frames
     assert info["end_index"] < s["pulses_sent"]
+
+
+def test_a_ctrl_c_to_the_whole_process_group_stops_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C is SIGINT to its foreground process group: the supervisor handles it
+    for every component (they run in sessions of their own), so it ends as a clean stop: rc 0,
+    summary.json, every pulse recorded."""
+    rig_file = small_sim_rig(tmp_path)
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "rigstream", "run", "--config", str(rig_file),
+                             "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("t=") and " pulses " in line and "pulses      0" not in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    s = json.loads((out / "summary.json").read_text())
+    assert s["failure"] is None and not s["failed_components"]
+    assert s["pulses_sent"] > 0 and all(s["frames"][c] == s["pulses_sent"] for c in s["frames"])
 
 
 def test_components_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
@@ -214,6 +274,11 @@ def test_a_session_killed_outright_leaves_no_frame_store_behind(tmp_path: Path) 
             break
     left = stores_on_host() - before
     assert len(left) == 2, f"expected the two cameras' stores while it runs, found {left}"
+    # Each component runs in a session of its own (a terminal's Ctrl-C is the supervisor's to
+    # handle): kill them first, then the supervisor, so that none gets to clean up.
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     time.sleep(0.5)
