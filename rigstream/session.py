@@ -526,9 +526,7 @@ class Session:
             "transport_seq_gaps": {"recorder": rec.get("seq_gaps", {}),
                                    "assembler": asm.get("seq_gaps", {}),
                                    "ringbuffer": ring.get("seq_gaps", {})},
-            "malformed": {"recorder": rec.get("malformed", {}),
-                          "assembler": asm.get("malformed", {}),
-                          "ringbuffer": ring.get("malformed", {})},
+            "malformed": self._malformed(trigger_status),
             "components": {"cameras": cams, "recorder": rec, "assembler": asm,
                            "ringbuffer": ring},
             "failure": self.fatal,
@@ -542,6 +540,24 @@ class Session:
             summary["components"]["pose"] = stats("pose")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _malformed(self, trigger_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Messages refused by each component (every ``*malformed*`` count in its last status),
+        the trigger daemon's and the supervisor's own; a component that refused none is left
+        out."""
+        out: dict[str, dict[str, Any]] = {}
+        for comp in self.components.values():
+            st = comp.last.stats if comp.last else {}
+            found = {k: v for k, v in st.items() if "malformed" in k and v}
+            if found:
+                out[comp.name] = found
+        if trigger_status.get("malformed"):
+            out["trigger"] = {"malformed": trigger_status["malformed"]}
+        counters = (("status", self.status_malformed), ("pulses", self.pulse_malformed))
+        own = {k: c.as_dict() for k, c in counters if c.total}
+        if own:
+            out["supervisor"] = own
+        return out
 
     def _recording_ended_early(self) -> dict[str, Any]:
         """What the tables of a recorder that failed mid-session hold: the whole rows per camera

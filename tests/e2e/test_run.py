@@ -180,6 +180,72 @@ def test_a_component_whose_failure_ends_the_session_ends_it_in_order(tmp_path: P
     assert "Traceback" not in log
 
 
+def hostile_messages() -> list[bytes]:
+    """Messages every receiver must refuse: garbage, truncated, deeply nested, huge, integers
+    past int64, and well-formed messages of a type the socket does not take (a Pulse)."""
+    import numpy as np
+
+    from rigstream import protocol
+
+    rng = np.random.default_rng(14)
+    event = protocol.encode(protocol.Event(name="hostile", source="test", trigger_index=50))
+    out = [b"\xc1" + rng.bytes(int(n)) for n in rng.integers(0, 300, size=20)]  # 0xc1: never valid
+    out += [event[:n] for n in range(len(event))]  # a prefix of one MessagePack value never decodes
+    out += [msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x", "data": {"a": None}})[:-1]
+            + b"\x91" * 100_000 + b"\xc0",
+            msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x", "data": {"b": b"x" * (2 << 20)}}),
+            msgspec.msgpack.encode({"type": "event", "v": 1, "name": "x", "trigger_index": 2**64 - 1}),
+            protocol.encode(protocol.Pulse(index=1, t_pi_ns=1))]
+    return out
+
+
+def test_hostile_messages_to_every_receiving_socket_are_counted_and_nothing_dies(tmp_path: Path) -> None:
+    """The sockets a session binds for others to send to (the ring buffer's events, the trigger's
+    control, the supervisor's status) get every hostile message mid-session: the session ends
+    normally, and summary.json counts each refused message where it arrived."""
+    import zmq
+
+    from rigstream import protocol
+
+    rig = load_rig(small_sim_rig(tmp_path))
+    bad = hostile_messages()
+    sent = False
+    session: Session
+
+    def progress(line: str) -> None:
+        nonlocal sent
+        if not session._recording or sent:
+            return
+        sent = True
+        ctx = zmq.Context.instance()
+        for address in (rig.address("events", session.run_dir), session.status_address):
+            push = ctx.socket(zmq.PUSH)
+            push.connect(address)
+            for buf in bad:
+                push.send(buf)
+            push.close(linger=5000)
+        for buf in bad:  # a REP answers each: refused, with the reason
+            req = ctx.socket(zmq.REQ)
+            req.connect(rig.address("trigger_control", session.run_dir))
+            req.send(buf)
+            assert req.poll(5000), "the trigger daemon stopped answering"
+            reply = protocol.decode(req.recv(), protocol.Reply)
+            assert not reply.ok and reply.error.startswith("malformed request")
+            req.close(linger=0)
+        assert session._trigger("status").ok  # and it still serves the supervisor
+
+    session = Session(SessionPlan(rig, tmp_path / "s", pulses=300), progress=progress)
+    s = session.run()
+    assert sent and not s["failed_components"] and not s["restarted_components"]
+    m = s["malformed"]
+    assert sum(m["ringbuffer"]["events_malformed"].values()) == len(bad)
+    assert sum(m["supervisor"]["status"].values()) == len(bad)
+    assert m["trigger"]["malformed"] == len(bad)
+    assert {"too-deep", "too-large", "undecodable", "invalid", "unexpected-type"} <= set(
+        m["ringbuffer"]["events_malformed"])
+    assert all(s["frames"][c] == s["pulses_sent"] for c in s["frames"])
+
+
 def test_run_stops_cleanly_on_ctrl_c_and_finishes_the_clip_being_written(tmp_path: Path) -> None:
     rig_file = small_sim_rig(tmp_path, ring_buffer={"pre_s": 0.5, "post_s": 0.5, "margin_s": 2.0})
     out = tmp_path / "s"
