@@ -36,7 +36,7 @@ import zmq
 from rigstream import protocol
 from rigstream.config import RigConfig
 from rigstream.inference.rules import Firing
-from rigstream.latency import latency_stats
+from rigstream.latency import LatencySamples, latency_stats
 from rigstream.protocol import Command
 from rigstream.transport import CurveClientKeys, Publisher
 
@@ -123,13 +123,15 @@ class ActionRunner:
         self._curve = curve
         self._ctx = ctx
         self._pending: collections.deque[_Pending] = collections.deque()
-        self.done: list[Chain] = []
-        self._step_ms: dict[str, list[float]] = {s: [] for s in STEPS}
-        """Each finished firing's steps, kept as they finish (the summary runs every heartbeat)."""
-        self._total_ms: list[float] = []
-        self._ttl_total_ms: list[float] = []
-        self._infer_ms: list[float] = []
-        self._infer_share: list[float] = []
+        self.finished = 0
+        """Firings done (their chain complete or given up on): a row of firings.csv each."""
+        self._step_ms = {s: LatencySamples() for s in STEPS}
+        """Each finished firing's steps, kept as they finish (the summary runs every heartbeat), in
+        fixed memory: a rule that fires every few frames for hours must not grow the engine."""
+        self._total_ms = LatencySamples()
+        self._ttl_total_ms = LatencySamples()
+        self._infer_ms = LatencySamples()
+        self._infer_share = LatencySamples()
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self.counts: collections.Counter[str] = collections.Counter()
         self.malformed = protocol.MalformedCounter("rule actions (ttl replies)")
@@ -236,11 +238,11 @@ class ActionRunner:
 
     def _finish(self, p: _Pending) -> None:
         c, f = p.chain, p.firing
-        self.done.append(c)
+        self.finished += 1
         steps = c.steps_ms()
         total = c.total_ms()
-        for s in STEPS:
-            self._step_ms[s].append(steps.get(s, np.nan))
+        for s, v in steps.items():
+            self._step_ms[s].append(v)
         self._total_ms.append(total)
         self._infer_ms.append(c.infer_ms)
         if c.t_ttl_ns >= 0 and c.t_pulse_ns >= 0:
@@ -259,10 +261,16 @@ class ActionRunner:
                 *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(c.queued_ms), _fmt(total),
                 c.ttl_error])
 
+    def flush(self) -> None:
+        """Hand firings.csv's buffered rows to the OS (the pose engine calls this on its flush
+        schedule, so a killed engine loses at most that interval of firings)."""
+        if self._file is not None:
+            self._file.flush()
+
     # -- reporting -------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        share = self._infer_share
+        share = self._infer_share.values()
         return {
             "firings": self.counts["firings"],
             "counts": dict(self.counts),
@@ -270,7 +278,7 @@ class ActionRunner:
             "pulse_to_action_ms": latency_stats(self._total_ms, count=True),
             "steps_ms": {s: latency_stats(v, count=True) for s, v in self._step_ms.items()},
             "infer_ms": latency_stats(self._infer_ms, count=True),
-            "infer_share_of_pulse_to_ttl": round(float(np.median(share)), 3) if share else None,
+            "infer_share_of_pulse_to_ttl": round(float(np.median(share)), 3) if share.size else None,
             "ttl_pending": len(self._pending),
             "recent": list(self.recent),
         }

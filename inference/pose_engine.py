@@ -10,7 +10,9 @@ and counted in ``overwritten``). All views of a set go through the engine as one
 Keypoints are mapped back to each camera's full-frame pixels and published as
 :class:`~rigstream.protocol.Pose2D`, and written to ``pose2d.csv`` (one row per frame set and
 camera, DeepLabCut-style ``<kp>_x, <kp>_y, <kp>_likelihood`` columns) with the per-set timing
-in ``pose_timing.csv``.
+in ``pose_timing.csv``. The tables (and ``firings.csv``) are flushed every
+``recording.flush_interval_s``, as the recorder's are, so a killed engine loses at most that
+interval of rows; a restarted one appends to them.
 
 With a calibration in the rig, the same process then triangulates the views (confidence
 weighted, worst view dropped where it disagrees), optionally filters and predicts ahead, and
@@ -221,6 +223,8 @@ class PoseEngineNode(Component):
         self._csv = self._timing_csv = None
         self._csv3d: list[Any] = []
         self._files: list[Any] = []
+        self.flush_interval_s = rig.recording.flush_interval_s
+        self._flushed_at = time.monotonic()
         if out is not None:
             self._open_files(Path(out))
         self.rules: RuleEngine | None = None
@@ -281,7 +285,18 @@ class PoseEngineNode(Component):
             self.actions.poll()
         self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
         self.pub.poll_subscriptions()
+        if time.monotonic() - self._flushed_at > self.flush_interval_s:
+            self.flush()
         return posed
+
+    def flush(self) -> None:
+        """Hand every table's buffered rows to the OS: on a schedule, not per row, so a row
+        costs no system call and a kill loses at most ``flush_interval_s`` of rows."""
+        for f in self._files:
+            f.flush()
+        if self.actions is not None:
+            self.actions.flush()
+        self._flushed_at = time.monotonic()
 
     def finish(self) -> dict[str, Any]:
         if self.actions is not None:

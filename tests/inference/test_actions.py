@@ -3,6 +3,7 @@ trigger daemon answers, clip events with their window, published firings, firing
 
 from __future__ import annotations
 
+import collections
 import csv
 import threading
 import time
@@ -167,7 +168,7 @@ def test_a_refused_ttl_is_recorded_and_one_without_any_ttl_is_done_at_once(
     try:
         runner.fire(*firing_and_pose(rules("[{ttl: {width_ms: 1}}]"), n=10))
         runner.fire(*firing_and_pose(rules("[{event: {}}]"), n=20))  # no TTL: recorded at once
-        assert runner.summary()["firings"] == 2 and len(runner.done) == 1
+        assert runner.summary()["firings"] == 2 and runner.finished == 1
         wait_for("the refusal", lambda: (runner.poll(), runner.summary()["ttl_pending"] == 0)[1])
         assert runner.summary()["counts"]["ttl_refused"] == 1
     finally:
@@ -195,3 +196,25 @@ def test_a_silent_trigger_daemon_is_given_up_on_and_a_restart_appends(
     rows = read_rows(tmp_path / "firings.csv")
     assert [r["trigger_index"] for r in rows] == ["7", "9"]
     assert "no reply within 0.2 s" in rows[0]["ttl_error"]
+
+
+def test_a_long_session_of_firings_keeps_the_runner_in_fixed_memory(
+        zctx: zmq.Context, run_dir: str, tmp_path: Path) -> None:
+    """Hours of firings: nothing kept per firing grows (the step statistics are fixed-size
+    samples), and the summary still counts and times every firing."""
+    runner = ActionRunner(small_rig(), run_dir, zctx, tmp_path)
+    n = 300
+    try:
+        for i in range(n):
+            firing, chain, pose = firing_and_pose(rules("[{event: {}}]"), n=i)
+            runner.fire(firing, chain, pose)
+        kept = {k: len(v) for k, v in vars(runner).items() if isinstance(v, (list, dict, collections.deque))}
+        assert max(kept.values()) <= runner.recent.maxlen, kept
+        s = runner.summary()
+        assert runner.finished == s["firings"] == s["pulse_to_action_ms"]["n"] == n
+        assert s["steps_ms"]["rule"]["n"] == s["infer_ms"]["n"] == n and s["pulse_to_ttl_ms"]["n"] == 0
+        assert s["steps_ms"]["ttl"] == {"p50": None, "p99": None, "max": None, "n": 0}
+        assert s["steps_ms"]["rule"]["max"] == pytest.approx(chain.steps_ms()["rule"], abs=1e-3)
+    finally:
+        runner.close()
+    assert len(read_rows(tmp_path / "firings.csv")) == n

@@ -67,7 +67,7 @@ class Harness:
     """FakeCameras (real frame stores) and a frame-set publisher standing in for the assembler,
     a PoseEngineNode in a thread, and a SUB on its poses."""
 
-    def __init__(self, rig, run, ctx, engine_delay_s=0.0):
+    def __init__(self, rig, run, ctx, engine_delay_s=0.0, out=None):
         self.rig = rig
         self.cameras = [c.name for c in rig.cameras]
         self.fake = FakeCameras(rig, run, ctx)
@@ -75,7 +75,7 @@ class Harness:
         self.poses = subscriber(ctx, rig.address("poses", run))
         plan = plan_pose(rig)
         self.engine = SlowFixedEngine(plan.model, len(rig.cameras), engine_delay_s)
-        self.node = PoseEngineNode(rig, run, None, ctx, engine=self.engine, plan=plan)
+        self.node = PoseEngineNode(rig, run, out, ctx, engine=self.engine, plan=plan)
         if self.node.direct is None:
             assert self.pub.wait_for_subscribers(1, 5)
         assert self.node.pub.wait_for_subscribers(1, 5)
@@ -164,6 +164,33 @@ def test_latest_wins_poses_the_newest_set_and_counts_the_rest(harness):
     assert last.shape == (2, 1, 48, 64)  # read in place from the stores' slots
     assert last[0].min() == last[0].max() == value(59, 0) and last[1].min() == last[1].max() == value(59, 1)
     assert summary["overwritten"] == {"cam0": 0, "cam1": 0}
+
+
+def test_tables_reach_the_disk_every_flush_interval_while_the_engine_runs(
+        zctx, run_dir, model_64x48, tmp_path):
+    """What a SIGKILL would leave: the rows of a running engine, read by a separate open, are
+    on disk one flush interval after they were written, firings.csv's included."""
+    seen = {"name": "seen", "actions": [{"event": {}}],
+            "when": {"confidence_above": {"keypoint": "kp0", "min_score": 0.5, "camera": "cam0"}}}
+    rig = small_rig(2, 64, 48, pose={"model": str(model_64x48.folder), "keypoints": KP, "sets": "assembler"},
+                    rules=[seen], recording={"flush_interval_s": 0.05})
+    out = tmp_path / "session"
+    h = Harness(rig, run_dir, zctx, out=out)
+    try:
+        h.send_set(0)
+        h.posed(1)
+
+        def lines(name: str) -> int:
+            with open(out / name, newline="") as f:
+                return len(f.read().splitlines())
+        deadline = time.monotonic() + 5
+        want = {"pose2d.csv": 3, "pose_timing.csv": 2, "firings.csv": 2}  # header + rows
+        while {n: lines(n) for n in want} != want:
+            assert time.monotonic() < deadline, {n: lines(n) for n in want}
+            time.sleep(0.02)
+        assert h.thread.is_alive(), "the rows must be on disk before the engine closes its files"
+    finally:
+        h.close()
 
 
 def test_keypoints_return_in_each_cameras_frame_pixels(harness):
