@@ -4,6 +4,10 @@
 exactly their windows; for the simulated rig, optionally, pixels equal to what the cameras
 rendered. Rows without a frame are counted by reason: the camera's drop notice, no record at
 all (``lost_in_transport``), or overwritten before the recorder read it (``overrun``).
+
+A session cut short (a kill, a full disk) is what this is for, so damage is reported, never
+raised: a table's last row cut off or any row that does not parse is a problem naming the file
+and line (the row is left out and the check goes on), and so is a video that stops decoding.
 """
 
 from __future__ import annotations
@@ -16,25 +20,99 @@ from typing import Any
 
 from rigstream.config import RigConfig, load_rig
 
+FRAMES_READ = ("camera", "trigger_index", "video_frame", "dropped")
+"""The columns of frames.csv (a session's and a clip's) that verify reads."""
+INT_COLUMNS = ("trigger_index", "video_frame", "index")
+"""Columns read as integers (where a table has them)."""
+FLAG_COLUMNS = ("dropped",)
+"""Columns read as 0 or 1."""
 
-def _rows(path: Path) -> dict[str, list[dict[str, str]]]:
+
+def _table(path: Path, columns: tuple[str, ...], problems: list[str]) -> list[dict[str, str]]:
+    """The rows of a CSV table that parse. A missing file, a header without ``columns`` and
+    each row that does not parse (cut off, extra fields, a bad number) are problems, named by
+    file and line."""
+    if not path.is_file():
+        problems.append(f"{path}: missing")
+        return []
+    rows: list[dict[str, str]] = []
+    with open(path, newline="", errors="replace") as f:  # a byte cut mid-character is a bad row
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        lacking = [c for c in columns if c not in fields]
+        if lacking:
+            problems.append(f"{path}: the header lacks {', '.join(lacking)} (the file is cut off or "
+                            f"not this table)")
+            return []
+        bad_line = 0
+        for row in reader:
+            why = _bad_row(row, fields)
+            if why:
+                bad_line = reader.line_num
+                problems.append(f"{path}: line {bad_line}: {why}; row left out")
+            else:
+                rows.append(row)
+        last_line = reader.line_num
+    if rows and last_line != bad_line and not _ends_with_newline(path):
+        rows.pop()  # all its fields are there, but the last one may be cut short
+        problems.append(f"{path}: line {last_line}: the last row is cut off (no line end); row left out")
+    return rows
+
+
+def _bad_row(row: dict[str | None, Any], fields: list[str]) -> str:
+    """Why a row does not parse ('' when it does)."""
+    if None in row:
+        return f"{len(fields) + len(row[None])} fields, the header has {len(fields)}"
+    missing = sum(v is None for v in row.values())
+    if missing:
+        return f"cut off: {len(fields) - missing} of {len(fields)} fields"
+    for k in INT_COLUMNS:
+        if k in row and not _is_int(row[k]):
+            return f"{k}: expected an integer, got {row[k]!r}"
+    for k in FLAG_COLUMNS:
+        if k in row and row[k] not in ("0", "1"):
+            return f"{k}: expected 0 or 1, got {row[k]!r}"
+    return ""
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """Whether the file ends a row: the CSV writer ends every row with a line end, so a file
+    without one was cut in its last row."""
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
+def _rows(path: Path, problems: list[str]) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = defaultdict(list)
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            out[row["camera"]].append(row)
+    for row in _table(path, FRAMES_READ, problems):
+        out[row["camera"]].append(row)
     return out
 
 
 def _check_video(video: Path, rows: list[dict[str, str]], camera: str, truth: Any,
                  problems: list[str]) -> int:
+    import av
+
     from rigstream.acquisition.video import read_frames
 
     kept = [int(r["trigger_index"]) for r in rows if r["dropped"] == "0"]
     decoded = 0
-    for decoded, img in enumerate(read_frames(video), start=1):
-        if truth is not None and decoded <= len(kept) and \
-                not (img == truth.image(camera, kept[decoded - 1])).all():
-            problems.append(f"{video}: frame of trigger {kept[decoded - 1]} differs from the render")
+    try:
+        for decoded, img in enumerate(read_frames(video), start=1):
+            if truth is not None and decoded <= len(kept) and \
+                    not (img == truth.image(camera, kept[decoded - 1])).all():
+                problems.append(f"{video}: frame of trigger {kept[decoded - 1]} differs from the render")
+    except (av.error.FFmpegError, OSError) as exc:  # a cut-off, empty or missing file
+        problems.append(f"{video}: decoding stopped after {decoded} frames: {type(exc).__name__}: {exc}")
     if decoded != len(kept):
         problems.append(f"{video}: decodes to {decoded} frames, rows say {len(kept)}")
     return decoded
@@ -70,9 +148,9 @@ def verify_session(folder: str | Path, truth: bool = False) -> dict[str, Any]:
 
         renderer = TruthRenderer(rig)
     problems: list[str] = []
-    with open(folder / "pulses.csv", newline="") as f:
-        pulses = sum(1 for r in csv.DictReader(f) if r["line"] == "camera")
-    rows = _rows(folder / "frames.csv")
+    pulse_rows = _table(folder / "pulses.csv", ("index", "line"), problems)
+    pulses = sum(1 for r in pulse_rows if r["line"] == "camera")
+    rows = _rows(folder / "frames.csv", problems)
     video_on = rig.recording.video == "on"
     cameras: dict[str, Any] = {}
     for cam in rig.cameras:
@@ -105,12 +183,18 @@ def verify_clip(clip: Path, rig: RigConfig, renderer: Any, problems: list[str]) 
     """Check one clip folder: each camera's rows are exactly the clip's window (its rule's, else
     the ring buffer's), and its video decodes to its frame rows (``renderer``: and equals the
     simulated cameras' pixels). Appends what is wrong to ``problems``."""
-    info = json.loads((clip / "event.json").read_text())
-    indices = [e["trigger_index"] for e in info["events"]]
+    try:
+        info = json.loads((clip / "event.json").read_text())
+        indices = [int(e["trigger_index"]) for e in info["events"]]
+        if not indices:
+            raise ValueError("no events")
+    except (ValueError, KeyError, TypeError) as exc:  # written last: a kill can cut it short
+        problems.append(f"{clip / 'event.json'}: unreadable ({type(exc).__name__}: {exc}); clip not checked")
+        return {"clip": clip.name, "start": None, "end": None, "events": 0, "frames": {}}
     pre = info.get("pre_frames", rig.frames_per(rig.ring_buffer.pre_s))
     post = info.get("post_frames", rig.frames_per(rig.ring_buffer.post_s))
     want = list(range(max(0, min(indices) - pre), max(indices) + post + 1))
-    clip_rows = _rows(clip / "frames.csv")
+    clip_rows = _rows(clip / "frames.csv", problems)
     for cam in rig.cameras:
         got = [int(r["trigger_index"]) for r in clip_rows.get(cam.name, [])]
         if got != want:
