@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -810,9 +811,9 @@ def calibrate_main(args: argparse.Namespace, sources: Mapping[str, str]) -> int:
     if args.every < 1:
         raise CalibrateError(f"--every: expected an integer >= 1, got {args.every}")
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CalibrateError(f"--out {out}: folder {out.parent} does not exist")
     report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
+    _check_writable(out, "--out")
+    _check_writable(report_path, "--report")
     t0 = time.perf_counter()
     detections = detect_sources(board, sources, every=args.every, workers=args.workers)
     result = calibrate(board, detections, model=args.model)
@@ -823,3 +824,18 @@ def calibrate_main(args: argparse.Namespace, sources: Mapping[str, str]) -> int:
     print(format_report(result.report))
     print(f"wrote {out} and {report_path} ({result.report['time_s']:.1f} s)")
     return 0
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail before the detection (minutes for long videos), not after it, where ``path`` cannot
+    be written: its folder is missing or read-only, or it is a folder itself."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise CalibrateError(f"{option} {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise CalibrateError(f"{option} {path}: is a folder (expected a file name)")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CalibrateError(f"{option} {path}: cannot write in {folder} ({exc.strerror or exc})") from None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rigstream.basics import InputError
 from rigstream.inference.model import DecodedKeypointNet, KeypointNet, NetSpec
 from rigstream.inference.modeldir import (
     InputSpec,
@@ -24,6 +27,27 @@ from rigstream.inference.modeldir import (
 logger = logging.getLogger(__name__)
 
 OPSET = 17
+
+EXPORT_PACKAGES = ("onnx",)
+"""What torch's ONNX exporter imports only when it runs, at the very end of a training run
+(torch itself is imported with this module)."""
+
+
+def check_export(folder: Path) -> None:
+    """Raise InputError now, in one line, for what would otherwise fail only at export, after
+    the whole training: a package the exporter needs, or a model folder that cannot be written
+    (it is created, and a file made in it)."""
+    missing = [name for name in EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"exporting the model to ONNX needs the package(s) {', '.join(missing)}, which "
+                         f"are not installed (pip install -e .[train]); nothing was trained")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write the model folder there ({exc.strerror or exc}); "
+                         f"nothing was trained") from None
 
 
 def export_onnx(net: KeypointNet, height: int, width: int, path: Path) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rigstream.basics import InputError
 from rigstream.inference import dlc
 from rigstream.inference.engines import ENGINES, open_engine
 from rigstream.inference.metrics import pixel_errors
@@ -20,7 +22,10 @@ from rigstream.latency import latency_stats
 
 def evaluate_dlc(model_dir: str | Path, project: str | Path, split: str = "all",
                  engine: str = "onnxruntime") -> dict[str, Any]:
-    """``split``: ``all`` labeled frames, or ``test``/``train`` from the model's ``split.json``."""
+    """``split``: ``all`` labeled frames, or ``test``/``train`` from the model's ``split.json``.
+    The engine's package, the model and the labels are all checked before the first frame."""
+    if engine == "torch" and importlib.util.find_spec("torch") is None:  # tensorrt says so itself
+        raise InputError("evaluate --engine torch needs the torch package (pip install -e .[train])")
     model = load_model(model_dir)
     data = dlc.load_dlc_project(project)
     if data.keypoints != model.keypoints:

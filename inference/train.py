@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from rigstream.inference.checkpoint import save_model_dir
+from rigstream.basics import InputError
+from rigstream.inference.checkpoint import check_export, save_model_dir
 from rigstream.inference.metrics import pixel_errors
 from rigstream.inference.model import DecodedKeypointNet, KeypointNet, NetSpec, loss_fn, make_targets
 from rigstream.inference.modeldir import PoseModel
@@ -219,6 +220,8 @@ def _pad(image: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 # -- the two training entry points used by ``rigstream train`` ---------------------------------
+# Each checks first what could fail after the training (the exporter's packages, the model
+# folder, the inputs), so a run of half an hour never ends in a traceback.
 
 
 def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, test_frames: int = 200,
@@ -228,10 +231,11 @@ def train_sim(rig: Any, out: Path, input_wh: tuple[int, int], cfg: TrainConfig, 
     from rigstream.acquisition import sim_world
     from rigstream.inference.simdata import TEST_SEEDS, TRAIN_SEEDS, SimFrames
 
+    check_export(out)
     cam = rig.cameras[0]
     sizes = {(c.width, c.height) for c in rig.cameras}
     if len(sizes) > 1:
-        raise ValueError(f"rig {rig.name}: train --sim needs cameras of one size, got {sorted(sizes)}")
+        raise InputError(f"rig {rig.name}: train --sim needs cameras of one size, got {sorted(sizes)}")
     frames = SimFrames((cam.width, cam.height), input_wh, channels=cam.channels)
     keypoints = list(sim_world.KEYPOINTS)
     net, record = train_net(frames, keypoints, cam.channels, cfg, left_right=list(sim_world.LEFT_RIGHT),
@@ -259,17 +263,17 @@ def train_dlc(project: Path, out: Path, cfg: TrainConfig, test_fraction: float =
     ``split.json`` in the model folder); the model takes whole frames at the project's size."""
     from rigstream.inference import dlc
 
+    check_export(out)
     data = dlc.load_dlc_project(project)
     sizes = set(data.image_sizes)
     if len(sizes) != 1:
-        raise ValueError(f"{project}: labeled frames come in several sizes {sorted(sizes)}; "
+        raise InputError(f"{project}: labeled frames come in several sizes {sorted(sizes)}; "
                          f"one model input size is needed")
     width, height = sizes.pop()
     if width % 16 or height % 16:
-        raise ValueError(f"{project}: frames are {width}x{height}; the model needs sides that are "
+        raise InputError(f"{project}: frames are {width}x{height}; the model needs sides that are "
                          f"multiples of 16 (crop the frames first)")
     train_idx, test_idx = dlc.train_test_split(data, test_fraction, cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
     dlc.write_split(out / "split.json", data, train_idx, test_idx)
     channels = 1
     images = [dlc.load_image(p, channels) for p in data.images]

@@ -214,6 +214,26 @@ def test_cli(synthetic: tuple[Path, Calibration], tmp_path: Path, capsys: pytest
     assert "--model: expected one of auto" in capsys.readouterr().err
 
 
+def test_an_output_that_cannot_be_written_fails_before_the_detection(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calibration and its report are written after minutes of detection: a report folder
+    that is missing, or an --out that is a folder, fails at once with one line."""
+    from rigstream.inference import calibrate as calibrate_module
+
+    def no_detection(*args: object, **kwargs: object) -> None:
+        raise AssertionError("detection started before the outputs were checked")
+
+    monkeypatch.setattr(calibrate_module, "detect_sources", no_detection)
+    (tmp_path / "a").mkdir()
+    args = ["calibrate", f"a={tmp_path / 'a'}", "--board", "charuco:7x5:30:22:4x4_50"]
+    report = tmp_path / "gone" / "r.json"
+    assert main([*args, "--out", str(tmp_path / "c.toml"), "--report", str(report)]) == 2
+    assert capsys.readouterr().err == f"rigstream: --report {report}: folder {report.parent} does not exist\n"
+    folder = tmp_path / "a"
+    assert main([*args, "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"rigstream: --out {folder}: is a folder (expected a file name)\n"
+
+
 # ---------------------------------------------------------------------- shared recordings
 
 STEREO = SHARED_DATA / "stereo_checkerboard"

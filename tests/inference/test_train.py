@@ -106,3 +106,51 @@ def test_train_sim_writes_a_model_the_rig_can_load(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--sim", "--out", str(out), "--input-scale", "0.25"]) == 2
     assert "160x120 (camera 640x480 x 0.25) needs sides that are multiples of 16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["dlc", "sim"])
+def test_train_without_onnx_fails_at_once_before_any_training_step(tmp_path, capsys, monkeypatch, source):
+    """The ONNX export comes after the whole training: without the onnx package, train stops
+    first, with one line naming it, and trains nothing."""
+    import importlib.util
+
+    from rigstream.inference import train
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started without the onnx package")
+
+    monkeypatch.setattr(train, "train_net", no_training)
+    out = tmp_path / "model"
+    given = ["--dlc-project", str(blob_project(tmp_path / "proj", n=4))] if source == "dlc" else ["--sim"]
+    assert main(["train", *given, "--out", str(out), "--iterations", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rigstream: ") and "needs the package(s) onnx," in err
+    assert not (out / "model.pt").exists()
+
+
+def test_train_into_a_folder_it_cannot_write_fails_at_once(tmp_path, capsys, monkeypatch):
+    from rigstream.inference import train
+
+    monkeypatch.setattr(train, "train_net", lambda *a, **k: pytest.fail("training started"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--sim", "--out", str(blocker / "model"), "--iterations", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rigstream: {blocker / 'model'}: cannot write the model folder there (")
+
+
+def test_evaluate_with_a_missing_engine_package_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    project = blob_project(tmp_path / "proj", n=4)
+    assert main(["evaluate", "--model", str(tmp_path / "none"), "--dlc-project", str(project),
+                 "--engine", "torch"]) == 2
+    assert capsys.readouterr().err == ("rigstream: evaluate --engine torch needs the torch package "
+                                       "(pip install -e .[train])\n")
