@@ -1,1 +1,1 @@
-"""Camera backends (simulated, PySpin, replay), the camera node, recorder and ring buffer."""
+"""Camera backends (simulated, PySpin), the camera node, recorder and ring buffer."""

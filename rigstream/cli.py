@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ def _add_component_args(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rigstream.session import SessionPlan, demo_rig
 
+    if not args.seconds > 0:
+        raise InputError(f"demo: --seconds must be positive, got {args.seconds:g}")
     rig = demo_rig(_rig(args), cameras=args.cameras, fps=args.fps, drop_rate=args.drop_rate,
                    width=args.width, height=args.height, codec=args.codec,
                    pose=False if args.no_pose else None)
@@ -343,9 +347,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     where = args.config or "embedded sim.yaml"
     memory = check_fits(rig.store_bytes(), where)
     codec = check_codec(rig, where)
+    from rigstream.transport import check_addresses
+
+    # The session's runtime folder is made in the temporary folder with 8 random characters.
+    addresses = check_addresses(rig, os.path.join(tempfile.gettempdir(), "rigstream-xxxxxxxx"))
     print(f"{where}: rig {rig.name!r} ok: {cams}; trigger "
           f"{rig.trigger.rate_hz:g} Hz ({rig.trigger.backend}); {pose}; {calibration}; {rules}; "
-          f"{memory} ({rig.store_frames()} frames per camera); {codec}")
+          f"{memory} ({rig.store_frames()} frames per camera); {codec}; {addresses}")
     return 0
 
 

@@ -61,7 +61,7 @@ class CameraConfig(_Model, kw_only=True):
     name: Name
     serial: str = ""
     role: Literal["primary", "secondary"]
-    backend: Literal["sim", "pyspin", "replay"] = "sim"
+    backend: Literal["sim", "pyspin"] = "sim"
     width: PositiveInt
     height: PositiveInt
     pixel_format: Literal["mono8", "rgb8", "bayer_rg8"] = "mono8"

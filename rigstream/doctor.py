@@ -38,7 +38,7 @@ from rigstream.config import CameraConfig, RecordingConfig, RigConfig, RingBuffe
 logger = logging.getLogger(__name__)
 
 HARDWARE_BACKENDS = ("pyspin",)
-"""Backends whose cameras must be found on a bus; the others (sim, replay) always exist."""
+"""Backends whose cameras must be found on a bus; the simulated one always exists."""
 
 MIN_WIRING_PULSES = 100
 WIRING_SECONDS = 2.0

@@ -29,11 +29,13 @@ import yaml
 import zmq
 
 from rigstream import framestore, protocol
-from rigstream.config import ConfigError, RigConfig, with_overrides
+from rigstream.config import ConfigError, InputError, RigConfig, with_overrides
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
+    AddressError,
     Publisher,
-    bind_address,
+    bind,
+    check_addresses,
     received,
     request,
     subscriber,
@@ -114,11 +116,16 @@ class Session:
         self.out = plan.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.run_dir = tempfile.mkdtemp(prefix="rigstream-")
+        try:  # before any socket: a bad address is one line, not a hang or a traceback later
+            check_addresses(self.rig, self.run_dir)
+        except AddressError:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         self.ctx = zmq.Context()
         self.progress = progress or (lambda line: None)
         self.status_address = f"ipc://{self.run_dir}/status"
         self.status_sock = self.ctx.socket(zmq.PULL)
-        self.status_sock.bind(bind_address(self.status_address))
+        bind(self.status_sock, self.status_address)
         self.control = Publisher(self.ctx, self.rig.address("control", self.run_dir))
         self.pulse_sock = subscriber(self.ctx, self.rig.address("pulses", self.run_dir),
                                      hwm=100_000)
@@ -456,8 +463,6 @@ class Session:
     def _neural_clock(self) -> dict[str, Any]:
         """Put the session on the neural clock: the simulated recorder now; a real one after
         the fact (``rigstream align --session DIR --b FILE``)."""
-        from rigstream.config import InputError
-
         nc = self.rig.neural_clock
         assert nc is not None
         if nc.kind != "sim":
@@ -660,7 +665,7 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
     cams = doc["cameras"]
     if cameras is not None:
         if cameras < 1:
-            raise SessionError(f"--cameras must be at least 1, got {cameras}")
+            raise InputError(f"--cameras must be at least 1, got {cameras}")
         template = cams[-1]
         cams = [dict(template, name=f"cam{i}", serial=f"SIM{i}",
                      role="primary" if i == 0 else "secondary") for i in range(cameras)]
@@ -677,6 +682,8 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
     if cameras is not None or width is not None or height is not None:
         doc["calibration"] = None  # no longer fits: the session places a simulated ring
     if fps is not None:
+        if not fps > 0:
+            raise InputError(f"--fps must be positive, got {fps:g}")
         doc["trigger"]["rate_hz"] = fps
         for cam in cams:  # keep exposure inside the period
             cam["exposure_us"] = min(cam["exposure_us"], int(0.5e6 / fps))

@@ -15,6 +15,9 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
+import string
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +51,104 @@ def bind_address(address: str) -> str:
     return address
 
 
+def bind(sock: zmq.Socket, address: str) -> None:
+    """Bind ``sock`` for the connect address ``address``; where that fails, close the socket
+    (an open one would hang its context's ``term()`` at exit) and raise :class:`AddressError`
+    naming the address and why."""
+    try:
+        sock.bind(bind_address(address))
+    except (zmq.ZMQError, OSError) as exc:
+        sock.close(linger=0)
+        raise AddressError(f"cannot bind {address}: {exc}") from None
+
+
+class AddressError(InputError):
+    """An address this host cannot bind or that no component could reach."""
+
+
+IPC_PATH_MAX = 107
+"""The longest ipc path in bytes (Linux ``sun_path`` holds 108 with its terminating NUL)."""
+
+_SCHEMES = ("ipc://", "tcp://")
+"""Components are processes, on one host or several: inproc cannot reach between them."""
+
+
+_PER = {"frames": "camera", "local_headers": "camera", "sim_lines": "line"}
+"""Templates with one socket per camera or per simulated line: the field must tell them apart."""
+_LINES = ("trigger", "sync", "ttl", "strobe")
+"""Stand-ins for the simulated lines' names, enough to find a template that merges them."""
+
+
+def check_addresses(rig: RigConfig, run: str, bound_here: bool = True) -> str:
+    """Every address the rig's components use, for the runtime folder ``run``: a known scheme,
+    only the fields a template may name, an ipc path short enough in a folder that can be made,
+    a tcp port in range, no two sockets on one address, and (``bound_here``: the whole rig on
+    this host) every tcp port free. Raises AddressError for the first problem; returns a
+    one-line account."""
+    seen: dict[str, str] = {}
+    templates = [(f"transport.{k}", k, getattr(rig.transport, k)) for k in rig.transport.__struct_fields__
+                 if isinstance(getattr(rig.transport, k), str)]
+    templates += [(f"cameras[{c.name}].address", c.name, c.address) for c in rig.cameras if c.address]
+    for where, key, template in templates:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        if unknown := sorted(names - {"run", "camera", "line"}):
+            raise AddressError(f"{where} {template!r}: unknown field(s) {unknown} (a template may name "
+                               f"{{run}}, {{camera}}, {{line}})")
+        if not template.startswith(_SCHEMES):
+            raise AddressError(f"{where} {template!r}: the scheme must be ipc:// or tcp:// (components "
+                               f"are processes; inproc and others cannot reach between them)")
+        per = _PER.get(key)
+        if key == "frames":  # a camera with its own address does not use the template
+            values = [{"camera": c.name} for c in rig.cameras if not c.address]
+        elif per == "camera" or key in {c.name for c in rig.cameras}:
+            values = [{"camera": c.name} for c in rig.cameras if key in (c.name, "local_headers")]
+        else:
+            values = [{"line": line} for line in _LINES] if per == "line" else [{}]
+        for value in values:
+            address = template.format(**{"run": run, "camera": "", "line": "", **value})
+            _check_one(f"{where} {template!r}", address, seen, bound_here)
+            seen[address] = where
+    n_tcp = sum(a.startswith("tcp://") for a in seen)
+    return f"{len(seen)} addresses ok ({len(seen) - n_tcp} ipc, {n_tcp} tcp" + (
+        ", tcp ports free)" if n_tcp and bound_here else ")")
+
+
+def _check_one(where: str, address: str, seen: dict[str, str], bound_here: bool) -> None:
+    if address in seen:
+        raise AddressError(f"{where}: {address} is also {seen[address]} (two sockets cannot bind one "
+                           f"address: a template used per camera or per line must name {{camera}} or "
+                           f"{{line}})")
+    if address.startswith("ipc://"):
+        path = address[len("ipc://"):]
+        if len(path.encode()) > IPC_PATH_MAX:
+            raise AddressError(f"{where}: ipc path {path!r} is {len(path.encode())} bytes, longer than "
+                               f"the {IPC_PATH_MAX} a Unix socket takes (use a shorter runtime folder)")
+        folder = Path(path).parent
+        while not folder.exists():
+            folder = folder.parent
+        try:  # what binding it will do: make folders there (os.access says yes to root everywhere)
+            Path(tempfile.mkdtemp(dir=folder, prefix=".rigstream-probe-")).rmdir()
+        except OSError as exc:
+            raise AddressError(f"{where}: cannot make the ipc socket {path} in {folder}: "
+                               f"{exc.strerror}") from None
+        return
+    parsed = urlparse(address)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise AddressError(f"{where}: {address} needs a port in 1..65535")
+    if bound_here:
+        host = urlparse(bind_address(address)).hostname or ""
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+            try:
+                probe.bind(("" if host == "*" else host, port))
+            except OSError as exc:
+                raise AddressError(f"{where}: cannot bind {address} on this host: {exc.strerror}") from None
+
+
 class Publisher:
     """An XPUB socket that counts its subscribers."""
 
@@ -57,7 +158,7 @@ class Publisher:
         self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 2000)
-        self.sock.bind(bind_address(address))
+        bind(self.sock, address)
         self.subscribers = 0
 
     def poll_subscriptions(self, timeout_ms: int = 0) -> int:
