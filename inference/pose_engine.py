@@ -215,6 +215,9 @@ class PoseEngineNode(Component):
         """What Pose3D.xyz went through (what the summary and every message say)."""
         self.predict_s = tri_cfg.predict_ms / 1e3 if self.filter is not None and tri_cfg else 0.0
         self.seq3d = 0
+        self._known_pulse: tuple[int, int] | None = None
+        """The newest set with a pulse time: (trigger index, t_pi_ns)."""
+        self.filter_resets = 0
         self.latency_3d_ms = LatencySamples()
         self.stage_3d_ms = {"triangulate": LatencySamples(), "filter": LatencySamples()}
         self.points_3d = 0
@@ -464,7 +467,14 @@ class PoseEngineNode(Component):
         raw = pts.xyz
         xyz = raw
         if self.filter is not None:
-            t_ns = head.t_pi_ns if head.t_pi_ns >= 0 else head.trigger_index * self.rig.trigger.period_ns
+            t_ns = self._pulse_time(head)
+            last = self.filter.last_t_ns
+            if last is not None and t_ns <= last:  # the timeline broke: start the filter afresh
+                self.filter_resets += 1
+                logger.warning("pose: frame set %d's time %d ns is not after the previous set's %d ns; "
+                               "the 3D filter starts afresh (%d time(s) so far)", head.trigger_index,
+                               t_ns, last, self.filter_resets)
+                self.filter.reset()
             xyz = self.filter.update(t_ns, raw, np.isfinite(raw).all(axis=1))
             if self.predict_s > 0:
                 xyz = self.filter.predict(self.predict_s)
@@ -479,6 +489,19 @@ class PoseEngineNode(Component):
                      timing_ms=timing)
         self.seq3d += 1
         return msg, pts, raw, xyz
+
+    def _pulse_time(self, head: protocol.FrameSetHeader) -> int:
+        """The set's pulse on the Pi's clock. Where the camera had no pulse time for its frame
+        (the pulse message came later than its wait, on a loaded host), the last known pulse's
+        time plus the periods since: the filter's timeline stays on one clock."""
+        n, period = head.trigger_index, self.rig.trigger.period_ns
+        if head.t_pi_ns >= 0:
+            self._known_pulse = (n, head.t_pi_ns)
+            return head.t_pi_ns
+        if self._known_pulse is None:
+            return n * period
+        k, t_k = self._known_pulse
+        return t_k + (n - k) * period
 
     def _record3d(self, msg: Pose3D, pts: Points3D, raw: np.ndarray, xyz: np.ndarray) -> None:
         """Publish a Pose3D, count it and write its rows (raw, and filtered with a filter)."""
@@ -529,7 +552,7 @@ class PoseEngineNode(Component):
         return {
             "cameras": len(self.cameras), "keypoints": len(self.keypoints),
             "framesets": self.seq3d, "points": self.points_3d,
-            "filter": self.filter_name,
+            "filter": self.filter_name, "filter_resets": self.filter_resets,
             "predict_ms": self.predict_s * 1e3,
             "latency_ms": latency_stats(self.latency_3d_ms, count=True),
             "stage_ms": {k: latency_stats(v, count=True) for k, v in self.stage_3d_ms.items()},

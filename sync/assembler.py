@@ -34,7 +34,7 @@ from rigstream import protocol
 from rigstream.component import Component
 from rigstream.config import RigConfig
 from rigstream.frames import CameraStores
-from rigstream.framestore import FrameStore, Record, StoreCursor, frame_header
+from rigstream.framestore import FIELDS, FrameStore, Record, StoreCursor, frame_header
 from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader, FrameSetHeader
 from rigstream.transport import ControlListener, Publisher, SignalStop, StatusReporter
 
@@ -283,7 +283,9 @@ class NewestSet:
             if store is None:
                 continue
             head = store.head
-            if head != self._heads.get(cam):
+            if cam not in self._heads:
+                self._heads[cam], self._moved[cam] = head, self._written_at(store, head, now)
+            elif head != self._heads[cam]:
                 self._heads[cam], self._moved[cam] = head, now
         live = self._live(now)
         if not live:
@@ -335,6 +337,15 @@ class NewestSet:
                 if self.stores.wait(max(1, round(left * 1e3))):
                     return self.take(after)
                 return None
+
+    @staticmethod
+    def _written_at(store: FrameStore, head: int, now: float) -> float:
+        """When the store's newest frame was written (its host time, this host's monotonic clock),
+        for a store seen for the first time: a camera that died before this reader started (a
+        restarted pose engine) is not live, so its last index does not hold the sets back."""
+        fields = store.header(head - 1) if head > 0 else None
+        t_s = fields[FIELDS.index("t_host_ns")] / 1e9 if fields is not None else now
+        return t_s if 0 < t_s <= now else now
 
     def _live(self, now: float) -> list[str]:
         """The cameras whose heads (as :meth:`take` last saw them) moved within the deadline or

@@ -66,7 +66,12 @@ def rig_with_calibration(tmp_path: Path, model, **triangulation: Any):
                            "sets": "assembler"})  # the test plays the assembler
 
 
-def run_node(rig, run, ctx, out: Path, sets: list[tuple[int, list[str]]]) -> tuple[dict, list[Any]]:
+def pulse_ns(n: int) -> int:
+    return T0_NS + n * 10_000_000
+
+
+def run_node(rig, run, ctx, out: Path, sets: list[tuple[int, list[str]]],
+             t_pi=pulse_ns) -> tuple[dict, list[Any]]:
     plan = plan_pose(rig)
     assert plan.triangulator is not None
     cal = plan.triangulator.calibration
@@ -85,7 +90,7 @@ def run_node(rig, run, ctx, out: Path, sets: list[tuple[int, list[str]]]) -> tup
                                         t_pi_ns=-1, t_host_ns=0, flags=0)
             frames.append(FrameHeader(camera=c, seq=n, frame_id=n, trigger_index=n, t_camera_ns=0,
                                       t_host_ns=0, width=64, height=48, slot=slot))
-        head = FrameSetHeader(seq=seq, trigger_index=n, t_pi_ns=T0_NS + n * 10_000_000, cameras=cams,
+        head = FrameSetHeader(seq=seq, trigger_index=n, t_pi_ns=t_pi(n), cameras=cams,
                               missing=[c for c in ("cam0", "cam1") if c not in cams], frames=frames)
         pub.sock.send(protocol.encode(head))
         time.sleep(0.15)  # one at a time: every set is posed
@@ -147,6 +152,25 @@ def test_filter_and_prediction(tmp_path, zctx, run_dir, model_64x48):
     ahead = np.array(last.xyz) - np.array(last.xyz_raw)
     assert ahead[:, 0] == pytest.approx([2.0] * 3, abs=0.6) and np.abs(ahead[:, 1:]).max() < 0.3
     assert (out / "pose3d_filtered.csv").exists()
+
+
+def test_sets_without_a_pulse_time_keep_the_filter_on_the_pi_clock(tmp_path, zctx, run_dir, model_64x48):
+    """Sets whose camera had no pulse time (t_pi_ns -1: the pulse message came after the camera's
+    wait, on a loaded host) get the last known pulse's time plus the periods since, so the
+    filter's timeline stays on one clock; a timeline that does go back restarts the filter
+    instead of stopping the engine."""
+    rig = rig_with_calibration(tmp_path, model_64x48, filter="kalman", predict_ms=20.0)
+    sets = [(n, ["cam0", "cam1"]) for n in range(0, 16)]
+    summary, got = run_node(rig, run_dir, zctx, tmp_path / "a", sets,
+                            t_pi=lambda n: -1 if 5 <= n < 10 else pulse_ns(n))
+    p3 = [m for m in got if isinstance(m, Pose3D)]
+    assert len(p3) == 16 and summary["pose3d"]["filter_resets"] == 0
+    ahead = np.array(p3[-1].xyz) - np.array(p3[-1].xyz_raw)
+    assert ahead[:, 0] == pytest.approx([2.0] * 3, abs=0.6)  # the velocity survived the gap
+    summary, got = run_node(rig, run_dir, zctx, tmp_path / "b", sets,
+                            t_pi=lambda n: pulse_ns(n) - (10**9 if n >= 10 else 0))
+    assert len([m for m in got if isinstance(m, Pose3D)]) == 16
+    assert summary["pose3d"]["filter_resets"] == 1
 
 
 def test_calibration_that_misses_a_camera_is_a_setup_error(tmp_path, model_64x48):

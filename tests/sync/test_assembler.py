@@ -21,7 +21,8 @@ import zmq
 from rigstream import protocol
 from rigstream.config import RigConfig
 from rigstream.protocol import FLAG_TIMING, FrameHeader, FrameSetHeader
-from rigstream.sync.assembler import Assembler, decode_frameset
+from rigstream.frames import CameraStores
+from rigstream.sync.assembler import Assembler, NewestSet, decode_frameset
 from rigstream.transport import subscriber
 from tests.conftest import FakeCameras, run_in_thread, small_rig
 
@@ -312,3 +313,28 @@ def test_a_good_frame_set_decodes_to_its_slot_headers() -> None:
                           frames=[_frame_header("cam1", 5)], reasons=["dropped"])
     got, views = decode_frameset([protocol.encode(head)])
     assert got == head and views == [_frame_header("cam1", 5)]
+
+
+def test_a_camera_dead_before_the_newest_set_reader_started_does_not_hold_the_sets_back(
+        zctx: zmq.Context, run_dir: str) -> None:
+    """A pose engine restarted after a camera died: the dead camera's store is still there, its
+    newest frame written long ago. The reader judges it by that frame's time, not by when it
+    first looked, so it poses the newest set of the camera that went on (the dead one silent),
+    not the dead camera's last index."""
+    rig = small_rig()
+    fake = FakeCameras(rig, run_dir, zctx)
+    now = time.monotonic_ns()
+    try:
+        for cam, last, age_s in (("cam0", 9, 30.0), ("cam1", 99, 0.0)):
+            for n in range(last + 1):
+                h = fake.header(cam, n)
+                h.t_host_ns = now - int(age_s * 1e9)
+                fake._store(h, fake.pixels(0, n, (h.height, h.width)))
+        stores = CameraStores(rig, run_dir, zctx, "test")
+        newest = NewestSet(stores, ["cam0", "cam1"], deadline_s=0.5)
+        head, frames = newest.take(-1)
+        assert head.trigger_index == 99 and [f.camera for f in frames] == ["cam1"]
+        assert head.missing == ["cam0"] and head.reasons == ["silent"]
+        stores.close()
+    finally:
+        fake.close()
