@@ -182,6 +182,10 @@ class RingBufferConfig(_Model, kw_only=True):
     """Extra history kept so clip writing can lag behind acquisition."""
 
 
+DISK_FLOOR_BYTES = 16 << 20
+"""Free space a session keeps whatever its rate: tables, logs, summary.json."""
+
+
 class RecordingConfig(_Model, kw_only=True):
     folder: str = "sessions"
     codec: Literal["ffv1", "h264", "h264_lossless", "raw"] = "h264_lossless"
@@ -195,6 +199,11 @@ class RecordingConfig(_Model, kw_only=True):
     try_codec: bool = False
     """Record with ``codec`` even where the check before a session measures that this host
     cannot encode it at the rig's rate (:mod:`rigstream.acquisition.codecs`)."""
+    disk_reserve_s: PositiveFloat = 10.0
+    """A session does not start, and stops in order, where the recording folder's free space is
+    under this many seconds of the rig's frames uncompressed plus DISK_FLOOR_BYTES: room for
+    the frames in flight, the clips being written, the tables, logs and summary to land whole
+    (:meth:`RigConfig.disk_reserve_bytes`)."""
 
 
 EngineKind = Literal["onnxruntime", "tensorrt", "torch"]
@@ -424,6 +433,11 @@ class RigConfig(_Model, kw_only=True):
         """Shared memory each camera's store takes, bytes (what ``rigstream check`` prints)."""
         n = self.store_frames()
         return {c.name: StoreLayout(n, c.height, c.width, c.channels).total_bytes for c in self.cameras}
+
+    def disk_reserve_bytes(self) -> int:
+        """The free space a session keeps in its folder (``recording.disk_reserve_s``)."""
+        per_s = sum(c.width * c.height * c.channels for c in self.cameras) * self.trigger.rate_hz
+        return DISK_FLOOR_BYTES + round(self.recording.disk_reserve_s * per_s)
 
     def frames_per(self, seconds: float) -> int:
         """Trigger indices in ``seconds`` at the rig's trigger rate."""

@@ -63,6 +63,10 @@ MAX_RESTARTS = 3
 
 HEALTH_EVERY_S = 0.5
 
+DISK_EVERY_S = 1.0
+"""How often the supervisor reads the session folder's free space (the reserve holds
+``recording.disk_reserve_s`` of frames, far longer)."""
+
 SHUTDOWN_GRACE_S = 30.0
 """How long a component has to close its files after SIGTERM before it is killed (a recorder
 finishing a large raw write on a loaded host takes seconds)."""
@@ -217,6 +221,10 @@ class Session:
         failing ends the session: before the recording, at once (nothing is recorded yet);
         during it, in order (:attr:`fatal`; the main loop stops the trigger and lets the others
         finish what they hold)."""
+        if self._recording and "[Errno 28]" in why:  # a full disk is not a crash: a restart would
+            self.failed[comp.name] = "the disk is full"  # meet it again
+            self._disk_low(f"{comp.name} found the disk full")
+            return
         if comp.name in RESTARTABLE and self._recording and comp.restarts < MAX_RESTARTS:
             self._restart(comp, why)
             return
@@ -313,6 +321,10 @@ class Session:
 
             plan_pose(self.rig)
         framestore.check_fits(self.rig.store_bytes(), f"rig {self.rig.name!r}")
+        free, reserve = self._disk()
+        if free < reserve:
+            raise InputError(f"{self.out}: {_mb(free)} free, under the {_mb(reserve)} a session of this rig "
+                             f"keeps free (recording.disk_reserve_s): free some space or record elsewhere")
         framestore.sweep_stale()  # what a killed session on this host left in shared memory
         rig_path = self.out / "rig.yaml"
         write_rig(self.rig, rig_path)
@@ -324,8 +336,10 @@ class Session:
         finally:
             self._shutdown()
         if self.fatal:
-            raise SessionError(f"{self.fatal}; the session stopped in order, the files are complete "
-                               f"up to there (summary.json in {self.out})")
+            kept = ", ".join(f"{c} {n}" for c, n in summary["frames"].items()) or "none"
+            raise SessionError(f"{self.fatal}; the session stopped in order and kept what it recorded "
+                               f"(frames {kept}; {len(summary['clips'])} clip(s); summary.json in "
+                               f"{self.out})")
         return summary
 
     def _prepare_calibration(self) -> RigConfig:
@@ -366,7 +380,7 @@ class Session:
         push = self.ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(self.rig.address("events", self.run_dir))
-        last_progress = 0.0
+        last_progress = last_disk = 0.0
         finishing: tuple[float, float, int] | None = None
         """After a stop request: (the least time the trigger runs on, the most, the request's
         host ns); see _finished."""
@@ -385,6 +399,11 @@ class Session:
                 last_progress = now
                 self.progress(self._progress_line(now - t0))
             self._publish_health(now)
+            if now - last_disk >= DISK_EVERY_S:
+                last_disk = now
+                free, reserve = self._disk()
+                if free < reserve:
+                    self._disk_low(f"{_mb(free)} free, under the {_mb(reserve)} reserve")
             if self.plan.pulses is not None:
                 if self.latest_pulse >= self.plan.pulses - 1 and not self._ask_trigger("status").get(
                         "running", False):
@@ -414,6 +433,18 @@ class Session:
             summary["neural_clock"] = self._neural_clock()
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _disk(self) -> tuple[int, int]:
+        """Free bytes in the session folder's file system, and the reserve the rig keeps there."""
+        return shutil.disk_usage(self.out).free, self.rig.disk_reserve_bytes()
+
+    def _disk_low(self, why: str) -> None:
+        """The disk is (nearly) full: stop in order while the reserve takes what is in flight."""
+        if self.fatal is None:
+            reserve_s = self.rig.recording.disk_reserve_s
+            self.fatal = f"disk: {self.out}: {why} (recording.disk_reserve_s {reserve_s:g} s)"
+            logger.error("%s; stopping the session in order", self.fatal)
+            self.progress(f"!! {self.fatal} (stopping the session in order)")
 
     def _finishing(self, now: float) -> tuple[float, float, int]:
         """A stop was asked for: how long the trigger may run on so that clips get their post
@@ -694,3 +725,7 @@ def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = No
     if not (doc.get("pose") or {}).get("enabled", False):
         doc["rules"] = []  # rules run in the pose engine
     return msgspec.convert(doc, type=RigConfig, strict=True)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n < 10e9 else f"{n / 1e9:.1f} GB"

@@ -246,6 +246,45 @@ def test_hostile_messages_to_every_receiving_socket_are_counted_and_nothing_dies
     assert all(s["frames"][c] == s["pulses_sent"] for c in s["frames"])
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 MB tmpfs (mounting needs root: skipped without it)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_a_session_on_a_disk_that_fills_stops_in_order(tmp_path: Path, small_disk: Path) -> None:
+    """Raw video fills a 64 MB disk: the supervisor stops the session in order when the free
+    space falls under the rig's reserve, with one line naming the folder and the free space;
+    every table parses, the videos decode to their rows, verify reports and does not crash."""
+    from rigstream.session import SessionError
+    from rigstream.verify import verify_session
+
+    rig = load_rig(small_sim_rig(tmp_path, recording={**msgspec.to_builtins(load_rig().recording),
+                                                      "codec": "raw"}))
+    out = small_disk / "s"
+    with pytest.raises(SessionError) as info:
+        Session(SessionPlan(rig, out, pulses=50 * 120)).run()
+    line = str(info.value)
+    assert line.startswith(f"disk: {out}: ") and "free, under the" in line and "\n" not in line, line
+    s = json.loads((out / "summary.json").read_text())
+    assert s["failure"].startswith("disk: ") and 0 < s["pulses_sent"] < 50 * 120
+    for name in ("frames.csv", "pulses.csv", "pose_timing.csv"):
+        with open(out / name, newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows and all(len(r) == len(rows[0]) for r in rows), name
+    for cam in ("cam0", "cam1"):
+        assert s["frames"][cam] + s["frames_dropped"][cam] == s["pulses_sent"]
+        assert sum(1 for _ in read_frames(out / "video" / f"{cam}.mkv")) == s["frames"][cam]
+    report = verify_session(out)
+    assert isinstance(report["problems"], list)
+
+
 def test_run_stops_cleanly_on_ctrl_c_and_finishes_the_clip_being_written(tmp_path: Path) -> None:
     rig_file = small_sim_rig(tmp_path, ring_buffer={"pre_s": 0.5, "post_s": 0.5, "margin_s": 2.0})
     out = tmp_path / "s"
