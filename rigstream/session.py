@@ -82,6 +82,8 @@ class Component:
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     restarts: int = 0
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+    """The last stats of each process of this component that failed and was restarted."""
 
 
 @dataclass
@@ -254,6 +256,7 @@ class Session:
             comp.proc.kill()  # it reported an error but is still there
             comp.proc.wait(5)
         comp.restarts += 1
+        comp.earlier.append(dict(comp.last.stats) if comp.last else {})
         comp.last = None
         self.restarted.append({"component": comp.name, "t_s": round(time.monotonic() - self._t0, 3),
                                "why": first})
@@ -617,9 +620,10 @@ class Session:
     def _pose_summary(self, p: dict[str, Any]) -> dict[str, Any]:
         out = {
             "model": p.get("model"), "engine": p.get("engine"), "input": p.get("input"),
-            "framesets_posed": p.get("framesets_posed", 0),
-            "framesets_skipped": p.get("framesets_skipped", 0),
-            "out_of_order": p.get("out_of_order", 0),
+            # counted over every process of a restarted engine (the latencies are the last one's)
+            **{k: p.get(k, 0) + sum(e.get(k, 0) for e in self.components["pose"].earlier)
+               for k in ("framesets_posed", "framesets_skipped", "out_of_order")},
+            "processes": 1 + len(self.components["pose"].earlier),
             "latency_pulse_to_pose2d_ms": p.get("latency_ms", {}),
             "stage_ms": p.get("stage_ms", {}),
         }

@@ -82,6 +82,9 @@ def test_killing_a_camera_and_the_pose_engine_mid_run(tmp_path: Path) -> None:
     assert posed == sorted(set(posed)) and posed[-1] > rig.trigger.rate_hz * killed["pose"]
     assert (out / "pose2d.csv").read_text().count("trigger_index") == 1
     assert json.loads((out / "summary.json").read_text())["restarted_components"]
+    # The summary counts the sets of both engine processes.
+    assert s["pose"]["processes"] == 2
+    assert s["pose"]["framesets_posed"] > s["components"]["pose"]["framesets_posed"] > 0
 
 
 def test_a_killed_recorder_is_reported_and_the_rest_of_the_session_goes_on(tmp_path: Path) -> None:
