@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,9 @@ RECORDS_PER_TURN = 1000
 """Records read per camera and turn at most (a far-behind assembler still reports and emits)."""
 WAKE_MS = 10
 """Longest wait for a camera's header between two turns (the deadline check's resolution)."""
+
+MISSING_KEPT = 1000
+"""Indices per camera the assembler's summary lists as missing (the newest; all are counted)."""
 
 
 @dataclass
@@ -83,7 +86,10 @@ class Assembler(Component):
         self.incomplete = 0
         self.mixed = 0
         """Sets whose frames were really exposed on different pulses (simulation truth)."""
-        self.missing: dict[str, list[int]] = {c: [] for c in self.cameras}
+        self.missing: dict[str, int] = dict.fromkeys(self.cameras, 0)
+        self.missing_indices: dict[str, deque[int]] = {c: deque(maxlen=MISSING_KEPT) for c in self.cameras}
+        """The newest MISSING_KEPT indices each camera was missing from (memory bounded for any
+        session length; the recorder's tables hold every one)."""
         self.reasons: dict[str, Counter[str]] = {c: Counter() for c in self.cameras}
         self.flagged: dict[str, int] = dict.fromkeys(self.cameras, 0)
         self.late: dict[str, int] = dict.fromkeys(self.cameras, 0)
@@ -214,7 +220,8 @@ class Assembler(Component):
         missing = [c for c in self.cameras if c not in p.frames]
         reasons = [self._why_missing(c, p, now) for c in missing]
         for c, why in zip(missing, reasons, strict=True):
-            self.missing[c].append(n)
+            self.missing[c] += 1
+            self.missing_indices[c].append(n)
             self.reasons[c][why] += 1
         if missing:
             self.incomplete += 1
@@ -236,8 +243,8 @@ class Assembler(Component):
             "framesets_complete": self.complete,
             "framesets_incomplete": self.incomplete,
             "framesets_mixed": self.mixed,
-            "missing": {c: len(v) for c, v in self.missing.items()},
-            "missing_indices": {c: v[-1000:] for c, v in self.missing.items()},
+            "missing": dict(self.missing),
+            "missing_indices": {c: list(v) for c, v in self.missing_indices.items()},
             "missing_reasons": {c: dict(v) for c, v in self.reasons.items()},
             "flagged": dict(self.flagged),
             "late": dict(self.late),
