@@ -14,10 +14,15 @@ buffer per camera: the history at once, the rest as the store reaches it. An eve
 a clip of its own with exactly that window (a ``pre_s`` longer than the store's history, or a
 ``post_s`` over :data:`MAX_POST_S`, is clamped, logged and noted in ``event.json``); other
 events use the rig's ``ring_buffer`` window, and those overlapping a clip still being written
-extend it (one clip, all its events). An event given by ``t_pi_ns`` gets the index whose pulse
-time is nearest in any store; one without index or time gets the newest index stored. An event
-whose index or time is negative or does not fit int64, or whose time no stored frame is near,
-is logged, counted (``events_malformed``) and ignored.
+extend it (one clip, all its events); the monitor's "save clip now" is such an event. A rule's
+clip never takes in another event, so its window stays exactly the rule's. At most
+:data:`MAX_MERGING_CLIPS` clips of the rig's window and :data:`MAX_PENDING_CLIPS` clips in all
+are pending at once: an event that would open one more is refused (logged, counted in
+``clips_refused``), so a flood of requests cannot make the writer fall behind a rule's clip,
+which it writes first. An event given by ``t_pi_ns`` gets the index whose pulse time is nearest
+in any store; one without index or time gets the newest index stored. An event whose index or
+time is negative or does not fit int64, or whose time no stored frame is near, is logged,
+counted (``events_malformed``) and ignored.
 
 Nothing is lost silently: an index a clip needs that its store had already overwritten (the
 writer fell behind, or the event came too late) is an ``overrun`` row, one that never came (the
@@ -29,6 +34,7 @@ ends when every camera's stream has ended and no clip is pending, or when a stop
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import logging
@@ -59,6 +65,20 @@ WRITE_CHUNK = 8
 
 MAX_POST_S = 60.0
 """The longest ``post_s`` an event's own clip window may ask for (longer ones are clamped)."""
+
+MAX_MERGING_CLIPS = 2
+"""Clips of the rig's window (events without a window of their own: the monitor's button, the
+session's schedule) pending at once, at most. Such an event overlapping none of them is refused
+rather than opening another: a flood of requests then costs the writer this many clips."""
+
+MAX_PENDING_CLIPS = 16
+"""Clips pending at once, at most, whatever their window. The writer takes them in turn, so each
+one more delays all others until their history is overwritten: past this, an event is refused
+(and counted) instead of making every pending clip lose rows."""
+
+CLIPS_LISTED = 50
+"""Saved clip paths the status lists (the newest; ``clips_saved`` counts them all), so a status
+message stays small however long the session runs."""
 
 _T_PI = FIELDS.index("t_pi_ns")
 
@@ -120,7 +140,11 @@ class ClipService(Component):
         self.control = ControlListener(ctx, status_address and rig.address("control", run),
                                        "clip service")
         self.clips: list[Clip] = []
-        self.saved: list[str] = []
+        self.saved: collections.deque[str] = collections.deque(maxlen=CLIPS_LISTED)
+        """The newest saved clip folders."""
+        self.clips_saved = 0
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Events refused a clip, by reason (``merging-limit``, ``pending-limit``)."""
         self._clips_opened = 0
         """Clips numbered so far (a finishing clip is in neither ``clips`` nor ``saved``)."""
         self._lock = threading.Lock()
@@ -174,8 +198,10 @@ class ClipService(Component):
             self.add_event(event)
 
     def add_event(self, event: Event) -> Clip | None:
-        """Open a clip for the event, or extend the clip its window overlaps; None (logged and
-        counted in ``events_malformed``) for an event whose index cannot be known."""
+        """Open a clip for the event, or extend the clip its window overlaps; None for an event
+        whose index cannot be known (logged, counted in ``events_malformed``) or that would open
+        a clip past :data:`MAX_MERGING_CLIPS` or :data:`MAX_PENDING_CLIPS` (logged, counted in
+        ``clips_refused``)."""
         n = self._resolve_index(event)
         if n is None:
             return None
@@ -199,6 +225,14 @@ class ClipService(Component):
                                 event.name, n, clip.number, clip.start, clip.end)
                     self._wake.set()
                     return clip
+            if len(self.clips) >= MAX_PENDING_CLIPS:
+                self._refuse(event, n, "pending-limit", f"{len(self.clips)} clips pending")
+                return None
+            merging = sum(not c.exact for c in self.clips)
+            if not window and merging >= MAX_MERGING_CLIPS:
+                self._refuse(event, n, "merging-limit",
+                             f"{merging} clips of the rig's window pending, none overlapping it")
+                return None
             self._clips_opened += 1
             number = self._clips_opened
             folder = self.out / "clips" / f"clip_{number:03d}_n{n}"
@@ -210,6 +244,14 @@ class ClipService(Component):
                     start, end)
         self._wake.set()
         return clip
+
+    def _refuse(self, event: Event, n: int, reason: str, detail: str) -> None:
+        """Count (and log the first few and every 100th of) an event refused a clip."""
+        self.refused[reason] += 1
+        count = self.refused[reason]
+        if count <= 5 or count % 100 == 0:
+            logger.warning("event %s at trigger %d refused a clip (%s #%d): %s", event.name, n,
+                           reason, count, detail)
 
     def _reject(self, event: Event, reason: str, detail: str) -> None:
         self.events_malformed(protocol.ProtocolError(reason, f"event {event.name!r}: {detail}"))
@@ -296,8 +338,8 @@ class ClipService(Component):
             while True:
                 self._wake.wait(0.1)
                 self._wake.clear()
-                with self._lock:
-                    active = list(self.clips)
+                with self._lock:  # clips of their own window (a rule's) first: requests never delay them
+                    active = sorted(self.clips, key=lambda c: not c.exact)
                 for clip in active:
                     if not self._advance(clip):
                         continue
@@ -414,6 +456,7 @@ class ClipService(Component):
                 "videos": {c: w.path.name for c, w in clip.writers.items()}}
         (clip.folder / "event.json").write_text(json.dumps(info, indent=2))
         self.saved.append(str(clip.folder))
+        self.clips_saved += 1
         if clip.missing:
             logger.warning("clip %d saved with %d missing row(s) %s: %s", clip.number,
                            clip.missing, clip.missing_by, clip.folder)
@@ -427,7 +470,9 @@ class ClipService(Component):
                 for c in self.cameras}
         return {
             "clips": list(self.saved),
+            "clips_saved": self.clips_saved,
             "clips_pending": len(self.clips),
+            "clips_refused": dict(self.refused),
             "ring_fill": fill,
             "ring_capacity_frames": self._capacity(),
             "events_malformed": self.events_malformed.as_dict(),

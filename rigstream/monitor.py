@@ -25,7 +25,12 @@ rules, event log), ``GET /api/frame/<camera>?after=N`` (image/jpeg; headers
 ``X-Trigger-Index``, ``X-Pose-Index`` and ``X-Keypoints``: JSON ``[[x, y, conf] | null, ...]``
 in JPEG pixels), ``GET /api/pose3d?after=N`` (the newest Pose3D, NaN as null), ``POST
 /api/clip`` (an Event to the ring buffer) and ``POST /api/ttl`` (a ``ttl`` Command to the
-trigger daemon; the reply is returned and logged).
+trigger daemon; the reply is returned and logged). A POST body is decoded as a typed message
+(:class:`ClipRequest`, :class:`TtlRequest`): anything else is a 400 naming what was wrong, a body
+over :data:`MAX_BODY_BYTES` a 413. Only a stuck key or a script presses faster than the rig
+should act: a clip request within :data:`CLIP_INTERVAL_S` of the last one sent is merged into
+that clip or refused, test TTLs past :data:`TTLS_PER_S` a second are refused (429); each refusal
+is answered with its reason and counted in the monitor's stats (``buttons``).
 
 On loopback no token is needed (requests must then name a loopback host, so a web page
 elsewhere cannot reach the monitor by DNS rebinding). Bound to any other address a token is
@@ -52,7 +57,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -114,6 +119,40 @@ EVENTS_SHOWN = 50
 TOKEN_COOKIE = "rigstream_monitor_token"
 TTL_WIDTH_MS = 10.0
 """Width of the test TTL pulse that the page's button fires."""
+MAX_TTL_WIDTH_MS = 1000.0
+"""The widest test TTL the page may ask for."""
+TTLS_PER_S = 5
+"""Test TTLs the page may fire in any one second, at most; more are refused, not queued. A
+person pressing the button stays far below it, and each pulse drives the rig's output line (a
+stimulus, a valve), so a stuck key or a script must not fire it hundreds of times."""
+CLIP_INTERVAL_S = 1.0
+"""The least time between two clip requests the page sends to the ring buffer. A press sooner
+is merged into the last one's clip while that clip's window (``ring_buffer.post_s`` after it)
+still holds the moment pressed, else refused: a flood of presses costs the ring buffer one clip,
+never a rule's clip its rows."""
+MAX_BODY_BYTES = 4096
+"""The largest POST body the monitor reads (the buttons send a few bytes)."""
+
+
+class ClipRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /api/clip``: nothing to ask (the clip has the rig's window)."""
+
+
+class TtlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /api/ttl``."""
+
+    width_ms: Annotated[float, msgspec.Meta(gt=0, le=MAX_TTL_WIDTH_MS)] = TTL_WIDTH_MS
+
+
+Body = TypeVar("Body", ClipRequest, TtlRequest)
+
+
+class Refused(Exception):
+    """A press the monitor does not act on: its HTTP status, a short reason and what to say."""
+
+    def __init__(self, status: int, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.reason, self.text = status, reason, text
 
 
 def is_loopback_host(host: str) -> bool:
@@ -300,7 +339,8 @@ class MonitorState:
         self.rule_firings: collections.Counter[str] = collections.Counter()
         self.rule_last: dict[str, int | None] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
-        self._clips_seen: set[str] = set()
+        self._clips_logged = 0
+        """Clips saved by the ring buffer that the event log has shown."""
         self._failed_seen: dict[str, str] = {}
         self._restarts_seen: dict[str, int] = {}
         self.served = collections.Counter[str]()
@@ -389,11 +429,15 @@ class MonitorState:
         self._log_health_changes(stats)
 
     def _log_health_changes(self, stats: dict[str, Any]) -> None:
-        clips = _dict(_get(stats, "components", "ringbuffer", "stats")).get("clips")
-        for path in clips if isinstance(clips, list) else []:
-            if path not in self._clips_seen:
-                self._clips_seen.add(path)
-                self.log("clip", f"clip saved: {_short_path(path)}")
+        ring = _dict(_get(stats, "components", "ringbuffer", "stats"))
+        clips = ring["clips"] if isinstance(ring.get("clips"), list) else []
+        saved = _count(ring.get("clips_saved", len(clips)))  # it lists only its newest
+        if saved < self._clips_logged:  # a new session
+            self._clips_logged = 0
+        new = min(max(saved - self._clips_logged, 0), len(clips))
+        for path in clips[len(clips) - new:]:
+            self.log("clip", f"clip saved: {_short_path(path)}")
+        self._clips_logged = max(saved, self._clips_logged)
         for name, why in _dict(stats.get("failed")).items():
             if self._failed_seen.get(name) != why:
                 self._failed_seen[name] = why
@@ -914,14 +958,16 @@ class Monitor(Component):
                           **{k: v.as_dict() for k, v in self.malformed.items()},
                           "control": self.control.malformed.as_dict()},
             "clients": self.web.clients,
+            "buttons": self.web.button_stats(),
         }
 
     # -- the buttons (called on the web server's loop) ----------------------------------------
 
     def clip_event(self) -> Event:
-        ring = self.rig.ring_buffer
-        return Event(name="monitor", source="monitor", t_host_ns=time.monotonic_ns(),
-                     data={"clip": {"pre_s": ring.pre_s, "post_s": ring.post_s}})
+        """The "save clip now" event: no window of its own, so the ring buffer gives it the
+        rig's and merges it into a pending clip of the rig's window that it overlaps (never into
+        a rule's clip, whose window stays exact)."""
+        return Event(name="monitor", source="monitor", t_host_ns=time.monotonic_ns())
 
     def fire_ttl(self, width_ms: float) -> protocol.Reply:
         """Ask the trigger daemon for a TTL pulse (blocking; run it off the event loop)."""
@@ -964,6 +1010,15 @@ class WebServer:
         self._cache: dict[str, Encoded] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._push: zmq.Socket | None = None
+        self.presses = {b: collections.Counter[str]() for b in ("clip", "ttl")}
+        """Presses of each button by outcome: ``sent`` (or ``merged``, a clip)."""
+        self.refused = {b: collections.Counter[str]() for b in ("clip", "ttl")}
+        """Presses of each button refused, by reason."""
+        self._refusal_logged = dict.fromkeys(self.refused, -math.inf)
+        self._clip_sent_at = -math.inf
+        """When the last clip request went to the ring buffer (monotonic s)."""
+        self._ttls_sent: collections.deque[float] = collections.deque(maxlen=TTLS_PER_S)
+        """When the newest test TTLs were sent (monotonic s)."""
         self._pages = {route: resources.files("rigstream").joinpath("monitor_page", name).read_bytes()
                        for route, (name, _) in PAGE_FILES.items()}
         self._config = self._make_config()
@@ -1048,7 +1103,7 @@ class WebServer:
     # -- the app ----------------------------------------------------------------------------
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._make_guard()])
+        app = web.Application(middlewares=[self._make_guard()], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/", self._page)
         app.router.add_get("/monitor.js", self._page)
         app.router.add_get("/monitor.css", self._page)
@@ -1194,22 +1249,87 @@ class WebServer:
                 "xyz": pose.xyz, "score": pose.score, "edges": self.state.edges_for(pose.keypoints)}
         return web.json_response(json_safe(body), headers={"Cache-Control": "no-store"})
 
+    # -- the buttons ------------------------------------------------------------------------
+
+    def button_stats(self) -> dict[str, Any]:
+        """Presses of each button sent, merged and refused (the monitor's stats, ``buttons``)."""
+        return {b: {**self.presses[b], "refused": dict(self.refused[b])} for b in self.presses}
+
+    async def _press(self, button: str, request: web.Request, kind: type[Body],
+                     act: Callable[[Body], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """``act`` on the body decoded as ``kind``; a refusal is answered with its reason,
+        counted and logged (once a second at most per button, so a flood of presses does not
+        push the rules out of the page's event log)."""
+        try:
+            return await act(await self._body(request, kind))
+        except Refused as refused:
+            counts = self.refused[button]
+            counts[refused.reason] += 1
+            now = time.monotonic()
+            if now - self._refusal_logged[button] >= 1.0:
+                self._refusal_logged[button] = now
+                text = f"{button} refused ({refused.reason}, {sum(counts.values())} so far): {refused.text}"
+                logger.warning("monitor: %s", text)
+                self.state.log("button", text)
+            return web.json_response({"ok": False, "refused": refused.reason, "error": refused.text},
+                                     status=refused.status, headers={"Cache-Control": "no-store"})
+
+    async def _body(self, request: web.Request, kind: type[Body]) -> Body:
+        """The POST body as a ``kind`` message (none: its defaults). Its fields are typed, so a
+        non-object, a bool for a number, a value out of range, an unknown field or nesting are
+        refused at the first byte that does not fit (nothing recurses into them)."""
+        size = request.content_length
+        try:
+            if size is not None and size > MAX_BODY_BYTES:
+                raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, size)
+            raw = await request.read()  # client_max_size stops a body sent without a length
+        except web.HTTPRequestEntityTooLarge:
+            raise Refused(413, "too-large", f"body: expected at most {MAX_BODY_BYTES} bytes, got "
+                                            f"{size if size is not None else 'more'}") from None
+        try:
+            return msgspec.json.decode(raw or b"{}", type=kind)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise Refused(400, "invalid-body", f"body: {exc}") from None
+
     async def _post_clip(self, request: web.Request) -> web.StreamResponse:
+        return await self._press("clip", request, ClipRequest, self._save_clip)
+
+    async def _save_clip(self, body: ClipRequest) -> web.StreamResponse:
+        now = time.monotonic()
+        ago, post_s = now - self._clip_sent_at, self.monitor.rig.ring_buffer.post_s
+        if ago < post_s:
+            self.presses["clip"]["merged"] += 1
+            return web.json_response({"ok": True, "merged": True, "message": (
+                f"merged: this moment is in the clip asked {ago:.2f} s ago (its window holds "
+                f"{post_s - ago:.2f} s more)")})
+        if ago < CLIP_INTERVAL_S:
+            raise Refused(429, "too-soon", f"a clip was asked {ago:.2f} s ago and its window has "
+                                           f"closed; ask again in {CLIP_INTERVAL_S - ago:.2f} s")
         event = self.monitor.clip_event()
         assert self._push is not None
         try:
             self._push.send(protocol.encode(event), zmq.NOBLOCK)
         except zmq.Again:
-            logger.warning("monitor: save clip not sent: the ring buffer is not taking events")
-            self.state.log("button", "save clip: not sent (the ring buffer is not taking events)")
-            return self._error(503, "the ring buffer is not taking events (is it running?)")
-        clip = event.data["clip"]
-        self.state.log("button", f"save clip now: asked the ring buffer for [-{clip['pre_s']:g} s, "
-                                 f"+{clip['post_s']:g} s] around its latest frame")
+            raise Refused(503, "ring-buffer-busy",
+                          "the ring buffer is not taking events (is it running?)") from None
+        self._clip_sent_at = now
+        self.presses["clip"]["sent"] += 1
+        ring = self.monitor.rig.ring_buffer
+        self.state.log("button", f"save clip now: asked the ring buffer for [-{ring.pre_s:g} s, "
+                                 f"+{ring.post_s:g} s] around its latest frame")
         return web.json_response({"ok": True, "event": msgspec.to_builtins(event)})
 
     async def _post_ttl(self, request: web.Request) -> web.StreamResponse:
-        width_ms = await self._ttl_width(request)
+        return await self._press("ttl", request, TtlRequest, self._fire_ttl)
+
+    async def _fire_ttl(self, body: TtlRequest) -> web.StreamResponse:
+        now, sent = time.monotonic(), self._ttls_sent
+        if len(sent) == TTLS_PER_S and now - sent[0] < 1.0:
+            raise Refused(429, "rate-limit", f"the page fires at most {TTLS_PER_S} test TTLs a "
+                                             f"second; ask again in {1.0 - (now - sent[0]):.2f} s")
+        sent.append(now)
+        self.presses["ttl"]["sent"] += 1
+        width_ms = body.width_ms
         loop = asyncio.get_running_loop()
         try:
             reply = await loop.run_in_executor(None, self.monitor.fire_ttl, width_ms)
@@ -1228,16 +1348,6 @@ class WebServer:
                                  f"{_ms_between(data.get('t_command_ns'), data.get('t_edge_ns'))} after "
                                  f"the command reached the trigger daemon")
         return web.json_response({"ok": True, "data": json_safe(data)})
-
-    async def _ttl_width(self, request: web.Request) -> float:
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise web.HTTPBadRequest(reason="expected a JSON body") from None
-        width = (body or {}).get("width_ms", TTL_WIDTH_MS) if isinstance(body, dict) else TTL_WIDTH_MS
-        if not isinstance(width, (int, float)) or not 0 < width <= 1000:
-            raise web.HTTPBadRequest(reason=f"width_ms: expected a number in (0, 1000], got {width!r}")
-        return float(width)
 
 
 def _ms_between(a: Any, b: Any) -> str:

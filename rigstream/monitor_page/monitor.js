@@ -670,7 +670,8 @@ function setupButtons() {
     }
   };
   $("#btn-clip").addEventListener("click", (e) =>
-    press(e.currentTarget, "/api/clip", {}, () => "clip requested from the ring buffer"));
+    press(e.currentTarget, "/api/clip", {},
+          (reply) => reply.message || "clip requested from the ring buffer"));
   $("#btn-ttl").addEventListener("click", (e) =>
     press(e.currentTarget, "/api/ttl", { width_ms: app.config.ttl_width_ms },
           (reply) => `TTL #${reply.data && reply.data.index !== undefined ? reply.data.index : "?"} fired`));

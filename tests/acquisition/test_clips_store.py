@@ -23,7 +23,14 @@ import numpy as np
 import pytest
 import zmq
 
-from rigstream.acquisition.ringbuffer import MAX_POST_S, ClipService, send_event
+from rigstream.acquisition import ringbuffer
+from rigstream.acquisition.ringbuffer import (
+    MAX_MERGING_CLIPS,
+    MAX_PENDING_CLIPS,
+    MAX_POST_S,
+    ClipService,
+    send_event,
+)
 from rigstream.acquisition.video import read_frames
 from rigstream.config import RigConfig
 from rigstream.protocol import Event
@@ -206,7 +213,7 @@ def test_hostile_events_are_counted_and_the_service_goes_on(
         Event(name="far future", t_pi_ns=2**63 - 1),          # no stored frame is near it
         Event(name="negative index", trigger_index=-1),
         Event(name="negative time", t_pi_ns=-5),
-        Event(name="uint64 index", trigger_index=2**64 - 1),  # decodes, but not an int64
+        Event(name="uint64 index", trigger_index=2**64 - 1),  # not an int64: refused at decoding
         Event(name="nan window", trigger_index=10, data={"clip": {"pre_s": math.nan, "post_s": 0.1}}),
     ]
     for event in hostile:
@@ -223,7 +230,7 @@ def test_hostile_events_are_counted_and_the_service_goes_on(
         cams.eos(cam, 29)
     summary = running.summary()
 
-    assert summary["events_malformed"] == {"out-of-range": 6, "invalid": 1}
+    assert summary["events_malformed"] == {"out-of-range": 5, "invalid": 2}
     assert summary["clip_windows_clamped"] == 1
     names = {info(Path(c))["events"][0]["name"]: Path(c) for c in summary["clips"]}
     assert sorted(names) == ["fine", "huge window", "nan window"]
@@ -238,3 +245,49 @@ def test_hostile_events_are_counted_and_the_service_goes_on(
     assert huge["missing_by_camera"] == {c: {"after_end": lost} for c in cams.stores}
     fine = info(names["fine"])
     assert (fine["start_index"], fine["end_index"], fine["missing_rows"]) == (20, 28, 0)
+
+
+def test_a_flood_of_requests_is_refused_past_the_limits_and_a_rules_clip_keeps_every_row(
+        fake: Callable[[RigConfig], FakeCameras], zctx: zmq.Context, run_dir: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 requests of the rig's window (the monitor's button) that overlap no pending clip open
+    MAX_MERGING_CLIPS clips, the rest are refused; a rule's event still gets its exact clip with
+    every row, exact events past MAX_PENDING_CLIPS are refused, and the status lists only the
+    newest clips (with a count of them all)."""
+    monkeypatch.setattr(ringbuffer, "CLIPS_LISTED", 3)
+    rig = rig_with()
+    pre, post = rig.frames_per(rig.ring_buffer.pre_s), rig.frames_per(rig.ring_buffer.post_s)
+    cams = fake(rig)
+    service = ClipService(rig, run_dir, tmp_path / "session", zctx)
+    spacing = pre + post + 2  # windows that overlap no other
+    flood = [service.add_event(Event(name="monitor", source="monitor", trigger_index=i * spacing))
+             for i in range(200)]
+    assert sum(c is not None for c in flood) == MAX_MERGING_CLIPS
+    rule = service.add_event(Event(name="reach", source="rules", trigger_index=20,
+                                   data={"clip": {"pre_s": 0.1, "post_s": 0.05}}))  # [10, 25]
+    assert rule is not None
+    exact = [service.add_event(Event(name=f"cli {n}", source="cli", trigger_index=n,
+                                     data={"clip": {"pre_s": 0.01, "post_s": 0.0}}))
+             for n in range(1, 21)]
+    accepted = MAX_PENDING_CLIPS - MAX_MERGING_CLIPS - 1
+    assert sum(c is not None for c in exact) == accepted
+    running = Running(service, cams)
+    written = {cam: {n: cams.frame(cam, n) for n in range(30)} for cam in cams.stores}
+    for cam in cams.stores:
+        cams.eos(cam, 29)
+    summary = running.summary()
+
+    assert summary["clips_refused"] == {"merging-limit": 200 - MAX_MERGING_CLIPS,
+                                        "pending-limit": len(exact) - accepted}
+    assert summary["clips_saved"] == MAX_PENDING_CLIPS and summary["clips_pending"] == 0
+    assert len(summary["clips"]) == 3
+    assert events_logged(tmp_path / "session") == MAX_PENDING_CLIPS
+    meta = info(rule.folder)
+    assert (meta["start_index"], meta["end_index"], meta["missing_rows"]) == (10, 25, 0)
+    assert [e["name"] for e in meta["events"]] == ["reach"]
+    for cam, got in rows(rule.folder).items():
+        assert [int(r["trigger_index"]) for r in got] == list(range(10, 26))
+        decoded = list(read_frames(rule.folder / f"{cam}.mkv"))
+        assert len(decoded) == 16
+        for n, img in zip(range(10, 26), decoded, strict=True):
+            assert np.array_equal(img, written[cam][n]), f"{cam} frame {n} differs"

@@ -29,6 +29,7 @@ from rigstream.config import InputError, RigConfig, load_rig, with_overrides
 from rigstream.monitor import (
     RING_FRAMES,
     Monitor,
+    MonitorState,
     ShownFrame,
     encode_frame,
     latency_histogram,
@@ -229,6 +230,21 @@ def test_state_reflects_health_poses_and_rule_events(rig: Rig) -> None:
     assert "clip saved: clips/clip_001_n90" in texts
     assert any(t.startswith("camera:cam1 failed") for t in texts)
     assert state["edges"] and [0, 1] in state["edges"]
+
+
+def test_the_event_log_shows_each_saved_clip_once_though_the_ring_buffer_lists_only_its_newest() -> None:
+    state = MonitorState(_rig())
+
+    def health(saved: int, clips: list[str]) -> Status:
+        return Status(component="session", state="running", stats={
+            "components": {"ringbuffer": {"stats": {"clips": clips, "clips_saved": saved}}}})
+
+    state.add_health(health(2, ["s/clips/c1", "s/clips/c2"]))
+    state.add_health(health(2, ["s/clips/c1", "s/clips/c2"]))
+    state.add_health(health(5, ["s/clips/c4", "s/clips/c5"]))  # c3 left the list between two
+    state.add_health(health(1, ["t/clips/c1"]))  # a new session
+    logged = [e["text"] for e in state.events]
+    assert logged == [f"clip saved: clips/{c}" for c in ("c1", "c2", "c4", "c5", "c1")]
 
 
 def test_config_describes_cameras_skeleton_and_rule_regions(rig: Rig) -> None:
@@ -455,8 +471,7 @@ def test_clip_button_pushes_an_event_to_the_ring_buffer(rig: Rig) -> None:
         assert pull.poll(5000)
         event = protocol.decode(pull.recv(), Event)
         assert (event.source, event.trigger_index) == ("monitor", None)
-        ring = rig.rig.ring_buffer
-        assert event.data == {"clip": {"pre_s": ring.pre_s, "post_s": ring.post_s}}
+        assert event.data == {}  # no window of its own: the rig's, merged with overlapping ones
         assert any("save clip now" in e["text"] for e in rig.state()["events"])
         status, reply = rig.post("/api/clip", content_type="application/x-www-form-urlencoded")
         assert status == 403 and "expected a JSON request" in reply["error"]
