@@ -373,7 +373,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "frames_overrun": s.get("frames_overrun"), "framesets_incomplete": s["framesets_incomplete"],
         "pose": {k: s["pose"].get(k) for k in ("framesets_posed", "framesets_skipped")},
         "rule_firings": {r: st["fired"] for r, st in s["pose"]["rules"].items()},
-        "clips_saved": len(s["clips"]),
+        "clips_saved": s["clips_saved"],
         "clips_checked_during_run": len(checked),
         "clips_with_problems": problems,
         "memory_mib": memory,

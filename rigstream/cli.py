@@ -131,7 +131,7 @@ def _print_summary(s: dict[str, Any]) -> None:
                         f"them" if overrun else ""))
     lines.append(f"frame sets  {s['framesets_complete']} complete, "
                  f"{s['framesets_incomplete']} incomplete, {s['framesets_mixed']} mixed")
-    lines.append(f"clips       {len(s['clips'])}: {', '.join(s['clips']) or '-'}")
+    lines.append(f"clips       {s['clips_saved']}: {', '.join(s['clips']) or '-'}")
     for name, why in s.get("failed_components", {}).items():
         lines.append(f"FAILED      {name}: {why} (the others kept recording)")
     early = s.get("recording_ended_early")

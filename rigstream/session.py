@@ -341,7 +341,7 @@ class Session:
         if self.fatal:
             kept = ", ".join(f"{c} {n}" for c, n in summary["frames"].items()) or "none"
             raise SessionError(f"{self.fatal}; the session stopped in order and kept what it recorded "
-                               f"(frames {kept}; {len(summary['clips'])} clip(s); summary.json in "
+                               f"(frames {kept}; {summary['clips_saved']} clip(s); summary.json in "
                                f"{self.out})")
         return summary
 
@@ -524,7 +524,7 @@ class Session:
         parts.append(f"sets {a.get('framesets_complete', 0)}+{a.get('framesets_incomplete', 0)}"
                      f" incomplete")
         ring = self.components["ringbuffer"].last
-        parts.append(f"clips {len(ring.stats.get('clips', [])) if ring else 0}")
+        parts.append(f"clips {ring.stats.get('clips_saved', 0) if ring else 0}")
         if "pose" in self.components:
             pose = self.components["pose"].last
             p = pose.stats if pose else {}
@@ -557,7 +557,9 @@ class Session:
             "framesets_complete": asm.get("framesets_complete", 0),
             "framesets_incomplete": asm.get("framesets_incomplete", 0),
             "framesets_mixed": asm.get("framesets_mixed", 0),
-            "clips": [str(Path(p).relative_to(self.out)) for p in ring.get("clips", [])],
+            # every clip saved (the ring buffer's status lists only its newest few)
+            "clips": sorted(str(p.parent.relative_to(self.out)) for p in self.out.glob("clips/*/event.json")),
+            "clips_saved": ring.get("clips_saved", 0),
             "trigger_late_max_us": trigger_status.get("late_max_us"),
             "trigger_late_p99_us": trigger_status.get("late_p99_us"),
             # Headers lost on their way to a consumer lose nothing (the stores are read by
@@ -574,6 +576,9 @@ class Session:
         }
         if self.recorder_failed_s is not None:
             summary["recording_ended_early"] = self._recording_ended_early()
+        if "monitor" in self.components:  # what the page's buttons sent, merged and refused
+            summary["monitor"] = {"buttons": stats("monitor").get("buttons", {}),
+                                  "url": self.monitor_url}
         if "pose" in self.components:
             summary["pose"] = self._pose_summary(stats("pose"))
             summary["components"]["pose"] = stats("pose")
