@@ -324,10 +324,9 @@ class Session:
 
             plan_pose(self.rig)
         framestore.check_fits(self.rig.store_bytes(), f"rig {self.rig.name!r}")
-        free, reserve = self._disk()
-        if free < reserve:
-            raise InputError(f"{self.out}: {_mb(free)} free, under the {_mb(reserve)} a session of this rig "
-                             f"keeps free (recording.disk_reserve_s): free some space or record elsewhere")
+        if short := self._disk_short():
+            raise InputError(f"{self.out}: {short} a session of this rig keeps free "
+                             f"(recording.disk_reserve_s): free some space or record elsewhere")
         framestore.sweep_stale()  # what a killed session on this host left in shared memory
         rig_path = self.out / "rig.yaml"
         write_rig(self.rig, rig_path)
@@ -404,9 +403,8 @@ class Session:
             self._publish_health(now)
             if now - last_disk >= DISK_EVERY_S:
                 last_disk = now
-                free, reserve = self._disk()
-                if free < reserve:
-                    self._disk_low(f"{_mb(free)} free, under the {_mb(reserve)} reserve")
+                if short := self._disk_short():
+                    self._disk_low(short)
             if self.plan.pulses is not None:
                 if self.latest_pulse >= self.plan.pulses - 1 and not self._ask_trigger("status").get(
                         "running", False):
@@ -437,9 +435,11 @@ class Session:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def _disk(self) -> tuple[int, int]:
-        """Free bytes in the session folder's file system, and the reserve the rig keeps there."""
-        return shutil.disk_usage(self.out).free, self.rig.disk_reserve_bytes()
+    def _disk_short(self) -> str | None:
+        """Why the session folder's file system is too full to record on (free space under the
+        rig's reserve), or None."""
+        free, reserve = shutil.disk_usage(self.out).free, self.rig.disk_reserve_bytes()
+        return f"{_mb(free)} free, under the {_mb(reserve)} reserve" if free < reserve else None
 
     def _disk_low(self, why: str) -> None:
         """The disk is (nearly) full: stop in order while the reserve takes what is in flight."""
