@@ -200,12 +200,8 @@ class Session:
         assert comp.log_path is not None
         env = dict(os.environ, PYTHONUNBUFFERED="1", **comp.env)
         with open(comp.log_path, "ab") as log:  # a restart appends to the same log
-            # A session of its own: a terminal's Ctrl-C (SIGINT to its foreground process group)
-            # reaches the supervisor only, which stops every component in order; a component
-            # whose supervisor dies gets SIGTERM from the kernel (cli._end_with_supervisor).
             comp.proc = subprocess.Popen([sys.executable, "-m", "rigstream", *comp.args],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def _check_alive(self) -> None:
         for comp in self.components.values():

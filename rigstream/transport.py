@@ -227,8 +227,11 @@ class SignalStop(threading.Event):
         self._flag = True  # type: ignore[attr-defined]  # lock-free on purpose (see above)
 
     def on_signals(self) -> SignalStop:
+        """Stop on SIGINT and SIGTERM, but for a signal ignored on purpose (a component under a
+        supervisor ignores SIGINT: the supervisor handles a terminal's Ctrl-C for all)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._from_signal)
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, self._from_signal)
         return self
 
 
