@@ -19,7 +19,10 @@ from rigstream.transport import check_addresses
 
 
 def rig_file(tmp_path: Path, transport: dict | None = None, **camera: object) -> Path:
+    """The shipped rig with raw video (no encoder to measure: the codec check, which runs before
+    the address checks, cannot refuse it on a loaded host) and the changes given."""
     doc = msgspec.to_builtins(load_rig())
+    doc["recording"]["codec"] = "raw"
     doc["transport"].update(transport or {})
     doc["cameras"][0].update(camera)
     path = tmp_path / "rig.yaml"
