@@ -825,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         # A terminal's Ctrl-C is SIGINT to the whole foreground process group: the supervisor
         # handles it for every component, in order (SignalStop leaves an ignored SIGINT alone).
         # Not a process session of its own instead: with the kernel's autogroups each session
-        # gets an equal CPU share, which starved the pose engine's threads (inference p50 7 -> 9 ms).
+        # gets an equal CPU share, whatever its threads (the pose engine's inference pool among them).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if args.command in ("demo", "run"):
         logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
