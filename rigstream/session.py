@@ -311,6 +311,20 @@ class Session:
     # -- the session ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        """Check, start every component, run the session and end it; the supervisor's sockets
+        and runtime folder go away however it ends, a check that fails before any process too."""
+        try:
+            summary = self._checked_run()
+        finally:
+            self._shutdown()
+        if self.fatal:
+            kept = ", ".join(f"{c} {n}" for c, n in summary["frames"].items()) or "none"
+            raise SessionError(f"{self.fatal}; the session stopped in order and kept what it recorded "
+                               f"(frames {kept}; {summary['clips_saved']} clip(s); summary.json in "
+                               f"{self.out})")
+        return summary
+
+    def _checked_run(self) -> dict[str, Any]:
         self.rig = self._prepare_calibration()  # a bad calibration: an error before any process
         if self.rig.rules and not self.pose_enabled:
             raise ConfigError(f"rig {self.rig.name!r}: rules ({', '.join(r.name for r in self.rig.rules)}) "
@@ -329,16 +343,7 @@ class Session:
         self._plan_components(rig_path)
         t_launch = time.monotonic()
         self._start()
-        try:
-            summary = self._run(t_launch)
-        finally:
-            self._shutdown()
-        if self.fatal:
-            kept = ", ".join(f"{c} {n}" for c, n in summary["frames"].items()) or "none"
-            raise SessionError(f"{self.fatal}; the session stopped in order and kept what it recorded "
-                               f"(frames {kept}; {summary['clips_saved']} clip(s); summary.json in "
-                               f"{self.out})")
-        return summary
+        return self._run(t_launch)
 
     def _prepare_calibration(self) -> RigConfig:
         """The session folder keeps the calibration every component uses (``calibration.toml``):
@@ -663,9 +668,11 @@ class Session:
         and are exiting; after an error, each is asked to stop (the control channel, then
         SIGTERM: both a clean stop that closes its files) and killed only if it is still there
         SHUTDOWN_GRACE_S after the SIGTERM."""
-        with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
-            request(self.ctx, self.rig.address("trigger_control", self.run_dir),
-                    Command(cmd="shutdown"), timeout_s=1.0, curve=self._curve)
+        trigger = self.components.get("trigger")
+        if trigger is not None and trigger.proc is not None:
+            with contextlib.suppress(TimeoutError, zmq.ZMQError, protocol.ProtocolError):
+                request(self.ctx, self.rig.address("trigger_control", self.run_dir),
+                        Command(cmd="shutdown"), timeout_s=1.0, curve=self._curve)
         self.control.send(Command(cmd="stop", args={"pulses": self.latest_pulse + 1}))
         for comp in self.components.values():
             if comp.proc is None:

@@ -115,3 +115,19 @@ def test_a_rate_whose_ring_does_not_fit_in_memory_is_refused(tmp_path: Path,
     err = capsys.readouterr().err
     assert "GiB" in err and len(err.strip().splitlines()) == 1, err
     assert os.path.exists(path)
+
+
+def test_a_session_refused_before_it_starts_leaves_no_runtime_folder(tmp_path: Path) -> None:
+    """A check that fails in Session.run (here: the disk reserve) closes the supervisor's sockets
+    and removes its runtime folder, as a session that ran does."""
+    from rigstream.config import InputError, with_overrides
+    from rigstream.session import Session, SessionPlan
+
+    rig = load_rig()
+    rig = with_overrides(rig, recording={**msgspec.to_builtins(rig.recording), "disk_reserve_s": 1e9})
+    session = Session(SessionPlan(rig, tmp_path / "s", pulses=10))
+    assert Path(session.run_dir).is_dir()
+    with pytest.raises(InputError, match="free, under the"):
+        session.run()
+    assert not Path(session.run_dir).exists()
+    assert not (tmp_path / "s" / "logs").exists()
