@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +43,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.sparse import coo_matrix
 
+from rigstream.basics import write_error
 from rigstream.calibration import CalibratedCamera, Calibration
 from rigstream.config import InputError, TriangulationConfig
 from rigstream.inference.boards import (
@@ -834,8 +834,5 @@ def _check_writable(path: Path, option: str) -> None:
         raise CalibrateError(f"{option} {path}: folder {folder} does not exist")
     if path.is_dir():
         raise CalibrateError(f"{option} {path}: is a folder (expected a file name)")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise CalibrateError(f"{option} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+    if why := write_error(folder):
+        raise CalibrateError(f"{option} {path}: cannot write in {folder} ({why})")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rigstream.basics import InputError
+from rigstream.basics import InputError, write_error
 from rigstream.inference.model import DecodedKeypointNet, KeypointNet, NetSpec
 from rigstream.inference.modeldir import (
     InputSpec,
@@ -43,11 +42,11 @@ def check_export(folder: Path) -> None:
                          f"are not installed (pip install -e .[train]); nothing was trained")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        why = write_error(folder)
     except OSError as exc:
-        raise InputError(f"{folder}: cannot write the model folder there ({exc.strerror or exc}); "
-                         f"nothing was trained") from None
+        why = exc.strerror or str(exc)
+    if why:
+        raise InputError(f"{folder}: cannot write the model folder there ({why}); nothing was trained")
 
 
 def export_onnx(net: KeypointNet, height: int, width: int, path: Path) -> None:

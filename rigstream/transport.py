@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import string
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +27,7 @@ from urllib.parse import urlparse
 import zmq
 
 from rigstream import protocol
+from rigstream.basics import write_error
 from rigstream.config import InputError, RigConfig
 from rigstream.protocol import Command, Status
 
@@ -73,10 +73,24 @@ _SCHEMES = ("ipc://", "tcp://")
 """Components are processes, on one host or several: inproc cannot reach between them."""
 
 
-_PER = {"frames": "camera", "local_headers": "camera", "sim_lines": "line"}
-"""Templates with one socket per camera or per simulated line: the field must tell them apart."""
 _LINES = ("trigger", "sync", "ttl", "strobe")
 """Stand-ins for the simulated lines' names, enough to find a template that merges them."""
+
+
+def _templates(rig: RigConfig) -> Iterator[tuple[str, str, list[dict[str, str]]]]:
+    """Each address template of the rig (where it is set, the template) with the fields of each
+    socket made from it: one per camera (``frames``, but for a camera with an address of its
+    own; ``local_headers``), one per simulated line, one for the rest."""
+    cameras = [{"camera": c.name} for c in rig.cameras]
+    per = {"frames": [{"camera": c.name} for c in rig.cameras if not c.address],
+           "local_headers": cameras, "sim_lines": [{"line": line} for line in _LINES]}
+    for key in rig.transport.__struct_fields__:
+        template = getattr(rig.transport, key)
+        if isinstance(template, str):
+            yield f"transport.{key}", template, per.get(key, [{}])
+    for c in rig.cameras:
+        if c.address:
+            yield f"cameras[{c.name}].address", c.address, [{"camera": c.name}]
 
 
 def check_addresses(rig: RigConfig, run: str, bound_here: bool = True) -> str:
@@ -86,10 +100,7 @@ def check_addresses(rig: RigConfig, run: str, bound_here: bool = True) -> str:
     this host) every tcp port free. Raises AddressError for the first problem; returns a
     one-line account."""
     seen: dict[str, str] = {}
-    templates = [(f"transport.{k}", k, getattr(rig.transport, k)) for k in rig.transport.__struct_fields__
-                 if isinstance(getattr(rig.transport, k), str)]
-    templates += [(f"cameras[{c.name}].address", c.name, c.address) for c in rig.cameras if c.address]
-    for where, key, template in templates:
+    for where, template, values in _templates(rig):
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         if unknown := sorted(names - {"run", "camera", "line"}):
             raise AddressError(f"{where} {template!r}: unknown field(s) {unknown} (a template may name "
@@ -97,13 +108,6 @@ def check_addresses(rig: RigConfig, run: str, bound_here: bool = True) -> str:
         if not template.startswith(_SCHEMES):
             raise AddressError(f"{where} {template!r}: the scheme must be ipc:// or tcp:// (components "
                                f"are processes; inproc and others cannot reach between them)")
-        per = _PER.get(key)
-        if key == "frames":  # a camera with its own address does not use the template
-            values = [{"camera": c.name} for c in rig.cameras if not c.address]
-        elif per == "camera" or key in {c.name for c in rig.cameras}:
-            values = [{"camera": c.name} for c in rig.cameras if key in (c.name, "local_headers")]
-        else:
-            values = [{"line": line} for line in _LINES] if per == "line" else [{}]
         for value in values:
             address = template.format(**{"run": run, "camera": "", "line": "", **value})
             _check_one(f"{where} {template!r}", address, seen, bound_here)
@@ -126,11 +130,8 @@ def _check_one(where: str, address: str, seen: dict[str, str], bound_here: bool)
         folder = Path(path).parent
         while not folder.exists():
             folder = folder.parent
-        try:  # what binding it will do: make folders there (os.access says yes to root everywhere)
-            Path(tempfile.mkdtemp(dir=folder, prefix=".rigstream-probe-")).rmdir()
-        except OSError as exc:
-            raise AddressError(f"{where}: cannot make the ipc socket {path} in {folder}: "
-                               f"{exc.strerror}") from None
+        if why := write_error(folder):  # binding makes the folders (and the socket) there
+            raise AddressError(f"{where}: cannot make the ipc socket {path} in {folder}: {why}")
         return
     parsed = urlparse(address)
     try:
