@@ -47,11 +47,20 @@ start       max_pulses: int, duration_s: float            t0_ns, period_ns, rate
             stop)
 stop        -                                            pulses_sent, sync_pulses_sent
 status      -                                            see :meth:`TriggerDaemon.status`
-ttl         width_ms: float = 1.0 (0 < width <= 1000)    index, t_command_ns, t_edge_ns, t_fall_ns
+ttl         width_ms: float = 1.0 (0 < width <= 1000)    index, t_command_ns, t_edge_ns,
+                                                         t_fall_due_ns, merged
 shutdown    -                                            pulses_sent
 ==========  ===========================================  =====================================
 
 Each ``start`` begins a new train: pulse indices count from 0 again.
+
+A ``ttl`` is answered as soon as the line is high: its falling edge is written by a thread of
+its own when due, so the control socket never waits out a pulse's width (one rule's 10 ms
+pulse used to hold back another rule's TTL, a ``status`` and a ``stop`` by 10 ms). A ``ttl``
+that arrives while the line is still high cannot make an edge of its own on the same pin: it
+joins the pulse on the line (``merged``: the reply's ``index`` and ``t_edge_ns`` are that
+pulse's), which stays high until the later of the two falls; merged commands are counted
+(``ttl_merged`` in the status) and logged with the pulse's falling edge.
 """
 
 from __future__ import annotations
@@ -121,6 +130,19 @@ class _TTLArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class _NoArgs(msgspec.Struct, forbid_unknown_fields=True):
     pass
+
+
+class _TTLPulse:
+    """The TTL pulse on the line now: its index, its times, and the commands merged into it."""
+
+    __slots__ = ("fall_due_ns", "index", "merged", "t_command_ns", "t_edge_ns")
+
+    def __init__(self, index: int, t_command_ns: int, t_edge_ns: int, fall_due_ns: int) -> None:
+        self.index = index
+        self.t_command_ns = t_command_ns
+        self.t_edge_ns = t_edge_ns
+        self.fall_due_ns = fall_due_ns
+        self.merged = 0
 
 
 def _args(cmd: str, args: dict[str, Any], model: type[Any]) -> Any:
@@ -322,7 +344,12 @@ class TriggerDaemon:
         self.overruns = 0
         """Pulses later than a whole period."""
         self.ttl_pulses = 0
-        self._ttl_lock = threading.Lock()
+        self.ttl_merged = 0
+        """``ttl`` commands that came while the line was high and joined the pulse on it."""
+        self._ttl_cv = threading.Condition()
+        self._ttl_high: _TTLPulse | None = None  # the pulse on the line, until its fall
+        self._ttl_closing = False
+        self._ttl_thread: threading.Thread | None = None
         self.error = ""
         self._late_ns = np.zeros(LATE_WINDOW, dtype=np.int64)
         self._late_max_ns = 0
@@ -536,6 +563,7 @@ class TriggerDaemon:
             "pulses_sent": self.pulses_sent,
             "sync_pulses_sent": self.sync_pulses_sent,
             "ttl_pulses": self.ttl_pulses,
+            "ttl_merged": self.ttl_merged,
             "pulse_subscribers": subscribers,
             "line_subscribers": {} if self.pins.closed else self.pins.subscribers(),
             "rate_hz": self.rig.trigger.rate_hz,
@@ -548,43 +576,80 @@ class TriggerDaemon:
             "error": self.error,
         }
 
-    def ttl(self, width_ms: float = 1.0, t_command_ns: int | None = None) -> dict[str, int]:
-        """One pulse on the TTL pin; the width is slept, not spun, so the train keeps the CPU.
+    def ttl(self, width_ms: float = 1.0, t_command_ns: int | None = None) -> dict[str, Any]:
+        """Raise the TTL pin for ``width_ms``; returns once the line is high, not after the width.
 
-        Returns (and logs, and publishes as ``ttl-command``, ``ttl``, ``ttl-fall`` pulses with
-        the TTL's index) the command's arrival and both edges on the Pi's clock.
+        The reply: the pulse's ``index``, the command's arrival ``t_command_ns``, the pulse's
+        rising edge ``t_edge_ns`` and when its fall is due (``t_fall_due_ns``; the falling
+        edge's own time is published as ``ttl-fall`` and logged once written). A command that
+        comes while the line is high joins that pulse (``merged``: true), which then falls at
+        the later of the two due times. Published: ``ttl-command`` and ``ttl`` for a new pulse,
+        ``ttl-fall`` when it falls, each with the pulse's index.
         """
         self._check_open()
         if not 0 < width_ms <= 1000:
             raise ValueError(f"ttl: width_ms must be in (0, 1000], got {width_ms}")
         if t_command_ns is None:
             t_command_ns = time.monotonic_ns()
-        with self._ttl_lock:
-            t_edge = self.pins.write(self.ttl_pin, 1)
-            try:
-                time.sleep(max(0.0, (t_edge + width_ms * 1e6 - time.monotonic_ns()) * 1e-9))
-            finally:
+        width_ns = round(width_ms * 1e6)
+        with self._ttl_cv:
+            if self._ttl_closing:
+                raise TriggerError("the trigger daemon is closed")
+            p = self._ttl_high
+            merged = p is not None
+            if p is None:
+                t_edge = self.pins.write(self.ttl_pin, 1)
+                p = _TTLPulse(self.ttl_pulses, t_command_ns, t_edge, t_edge + width_ns)
+                self.ttl_pulses += 1
+                self._ttl_high = p
+                if self._ttl_thread is None:
+                    self._ttl_thread = threading.Thread(
+                        target=self._ttl_falls, name="ttl-falls", daemon=True)
+                    self._ttl_thread.start()
+            else:
+                p.fall_due_ns = max(p.fall_due_ns, time.monotonic_ns() + width_ns)
+                p.merged += 1
+                self.ttl_merged += 1
+            reply = {"index": p.index, "t_command_ns": t_command_ns, "t_edge_ns": p.t_edge_ns,
+                     "t_fall_due_ns": p.fall_due_ns, "merged": merged}
+            self._ttl_cv.notify()
+        if not merged:
+            self._publish(("ttl-command", p.index, t_command_ns), ("ttl", p.index, p.t_edge_ns))
+        return reply
+
+    def _ttl_falls(self) -> None:
+        """The TTL line's falling edges, each written when due; a pulse high when the daemon
+        closes still gets its whole width (a reward valve's pulse is its dose)."""
+        cv = self._ttl_cv
+        while True:
+            with cv:
+                p = self._ttl_high
+                if p is None:
+                    if self._ttl_closing:
+                        return
+                    cv.wait()
+                    continue
+                wait_ns = p.fall_due_ns - time.monotonic_ns()
+                if wait_ns > 0:
+                    cv.wait(wait_ns * 1e-9)
+                    continue
                 t_fall = self.pins.write(self.ttl_pin, 0)
-            n = self.ttl_pulses
-            self.ttl_pulses = n + 1
-        msgs = [
-            protocol.encode(Pulse(index=n, t_pi_ns=t, line=line))
-            for line, t in (("ttl-command", t_command_ns), ("ttl", t_edge), ("ttl-fall", t_fall))
-        ]
+                self._ttl_high = None
+            self._publish(("ttl-fall", p.index, t_fall))
+            logger.info(
+                "trigger: ttl %d: command at %d ns, rising edge at %d ns (%.1f us later), falling "
+                "edge at %d ns (%.3f ms wide)%s",
+                p.index, p.t_command_ns, p.t_edge_ns, (p.t_edge_ns - p.t_command_ns) / 1000,
+                t_fall, (t_fall - p.t_edge_ns) / 1e6,
+                f"; {p.merged} later command(s) merged into it" if p.merged else "")
+
+    def _publish(self, *edges: tuple[str, int, int]) -> None:
+        msgs = [protocol.encode(Pulse(index=n, t_pi_ns=t, line=line)) for line, n, t in edges]
         with self._pub_lock:
+            if self._closed and self._pulse_pub.sock.closed:
+                return
             for msg in msgs:
                 self._pulse_pub.sock.send(msg)
-        logger.info(
-            "trigger: ttl %d: command at %d ns, rising edge at %d ns (%.1f us later), falling "
-            "edge at %d ns (%.3f ms wide)",
-            n,
-            t_command_ns,
-            t_edge,
-            (t_edge - t_command_ns) / 1000,
-            t_fall,
-            (t_fall - t_edge) / 1e6,
-        )
-        return {"index": n, "t_command_ns": t_command_ns, "t_edge_ns": t_edge, "t_fall_ns": t_fall}
 
     # -- the pulse train -----------------------------------------------------------------
 
@@ -741,6 +806,13 @@ class TriggerDaemon:
             self.stop()
         finally:
             self._closed = True
+            with self._ttl_cv:  # a TTL still high falls when due (<= 1 s), before the publisher closes
+                self._ttl_closing = True
+                self._ttl_cv.notify()
+            if self._ttl_thread is not None:
+                self._ttl_thread.join(JOIN_TIMEOUT_S + 1.0)
+                if self._ttl_thread.is_alive():
+                    logger.error("trigger: the TTL line's thread did not end; the line may be high")
             if self._monitor is not None:
                 self._rep.disable_monitor()
                 self._monitor.close()

@@ -4,7 +4,9 @@ For each :class:`~rigstream.inference.rules.Firing`, :meth:`ActionRunner.fire`:
 
 - ``ttl``: sends the trigger daemon a ``ttl`` command on a DEALER socket (the daemon's REP socket
   answers it like a REQ), so the command leaves at once and the reply (which the daemon sends
-  after the falling edge) is collected on a later turn of the loop (:meth:`ActionRunner.poll`);
+  once the line is high) is collected on a later turn of the loop (:meth:`ActionRunner.poll`).
+  A TTL that the daemon merged into a pulse already on the line (two rules firing on one pose)
+  ends its chain when its command arrived: the line was high then;
 - ``clip``: pushes an :class:`~rigstream.protocol.Event` to the ring buffer, whose ``data["clip"]``
   asks for exactly ``[n - pre, n + post]`` around the firing's pulse ``n``;
 - every firing is published on ``transport.rule_events`` as an Event (named by its ``event``
@@ -50,8 +52,12 @@ TTL_REPLY_TIMEOUT_S = 2.0
 """A TTL command without a reply this long is counted as lost (the daemon is gone or busy)."""
 
 COLUMNS = ("rule", "trigger_index", "t_pi_ns", "actions", "t_frames_ns", "t_set_ns", "t_pose2d_ns",
-           "t_pose3d_ns", "t_rule_ns", "ttl_index", "t_ttl_command_ns", "t_ttl_ns", "t_ttl_fall_ns",
-           *(f"{s}_ms" for s in STEPS), "infer_ms", "queued_ms", "total_ms", "ttl_error")
+           "t_pose3d_ns", "t_rule_ns", "ttl_index", "ttl_merged", "t_ttl_command_ns", "t_ttl_ns",
+           "t_ttl_fall_due_ns", *(f"{s}_ms" for s in STEPS), "infer_ms", "queued_ms", "total_ms",
+           "ttl_error")
+"""``t_ttl_ns``: when this firing's TTL line was high: the pulse's rising edge, or for a TTL
+merged into a pulse already on the line (``ttl_merged`` 1), its command's arrival. The falling
+edge's own time is in ``pulses.csv`` (line ``ttl-fall``, index ``ttl_index``)."""
 
 
 @dataclass
@@ -210,7 +216,8 @@ class ActionRunner:
                 continue
             p = self._pending[0]
             if reply.ok and p.chain.t_ttl_ns < 0:  # the first TTL's edge ends the chain
-                p.chain.t_ttl_ns = int(reply.data.get("t_edge_ns", -1))
+                key = "t_command_ns" if reply.data.get("merged") else "t_edge_ns"
+                p.chain.t_ttl_ns = int(reply.data.get(key, -1))
                 p.chain.ttl = dict(reply.data)
                 self.counts["ttl_done"] += 1
             elif not reply.ok:
@@ -257,7 +264,8 @@ class ActionRunner:
             self._csv.writerow([
                 f.rule, f.trigger_index, f.t_pi_ns, "+".join(a.kind for a in f.actions), c.t_frames_ns,
                 c.t_set_ns, c.t_pose2d_ns, c.t_pose3d_ns, c.t_rule_ns, ttl.get("index", ""),
-                ttl.get("t_command_ns", ""), ttl.get("t_edge_ns", ""), ttl.get("t_fall_ns", ""),
+                int(ttl["merged"]) if "merged" in ttl else "", ttl.get("t_command_ns", ""),
+                c.t_ttl_ns if c.t_ttl_ns >= 0 else "", ttl.get("t_fall_due_ns", ""),
                 *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(c.queued_ms), _fmt(total),
                 c.ttl_error])
 

@@ -1344,9 +1344,13 @@ class WebServer:
             return web.json_response({"ok": False, "error": reply.error, "data": reply.data},
                                            status=502)
         data = reply.data
-        self.state.log("button", f"test TTL #{data.get('index', '?')} ({width_ms:g} ms pulse): rising edge "
-                                 f"{_ms_between(data.get('t_command_ns'), data.get('t_edge_ns'))} after "
-                                 f"the command reached the trigger daemon")
+        if data.get("merged"):
+            self.state.log("button", f"test TTL ({width_ms:g} ms) joined TTL #{data.get('index', '?')}, "
+                                     "which was still high")
+        else:
+            self.state.log("button", f"test TTL #{data.get('index', '?')} ({width_ms:g} ms pulse): rising "
+                                     f"edge {_ms_between(data.get('t_command_ns'), data.get('t_edge_ns'))} "
+                                     "after the command reached the trigger daemon")
         return web.json_response({"ok": True, "data": json_safe(data)})
 
 

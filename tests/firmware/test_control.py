@@ -193,20 +193,46 @@ def test_ttl_times_are_published_and_logged(
     with zmq.Context() as ctx, SimPins() as pins, TriggerDaemon(rig, pins, ctx, run_dir) as daemon:
         sub = transport.subscriber(ctx, daemon.pulses_address)
         wait_for(lambda: daemon.status()["pulse_subscribers"] == 1, what="subscriber")
-        first = daemon.ttl(width_ms=0.5)
-        second = daemon.ttl(width_ms=0.5, t_command_ns=first["t_fall_ns"])
         got = []
-        while len(got) < 6 and sub.poll(1000):
+
+        def pulse() -> Pulse:
+            assert sub.poll(2000), f"no pulse after {got}"
             got.append(protocol.decode(sub.recv(), Pulse))
+            return got[-1]
+
+        first = daemon.ttl(width_ms=0.5)
+        joined = daemon.ttl(width_ms=0.1)  # the line is still high: no edges of its own
+        falls = [pulse(), pulse(), pulse()][-1]
+        second = daemon.ttl(width_ms=0.5, t_command_ns=falls.t_pi_ns)
+        pulse(), pulse(), pulse()
         sub.close()
-    assert [(m.line, m.index, m.t_pi_ns) for m in got] == [
-        (line, n, times[key])
-        for n, times in enumerate((first, second))
-        for line, key in (("ttl-command", "t_command_ns"), ("ttl", "t_edge_ns"), ("ttl-fall", "t_fall_ns"))
-    ]
+    assert joined["merged"] and joined["index"] == 0
+    assert [(m.line, m.index) for m in got] == [
+        (line, n) for n in (0, 1) for line in ("ttl-command", "ttl", "ttl-fall")]
+    for times, (command, rise, fall) in zip((first, second), (got[:3], got[3:]), strict=True):
+        assert (command.t_pi_ns, rise.t_pi_ns) == (times["t_command_ns"], times["t_edge_ns"])
+        assert fall.t_pi_ns >= times["t_fall_due_ns"]
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trigger: ttl ")]
     assert len(logged) == 2
-    assert str(first["t_command_ns"]) in logged[0] and str(first["t_fall_ns"]) in logged[0]
+    assert str(first["t_command_ns"]) in logged[0] and str(got[2].t_pi_ns) in logged[0]
+    assert "1 later command(s) merged into it" in logged[0]
+
+
+def test_a_ttl_high_when_the_daemon_closes_gets_its_whole_width(
+    run_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rigstream.firmware.trigger")
+    with zmq.Context() as ctx, SimPins() as pins:
+        with TriggerDaemon(make_rig(sync={"enabled": False}), pins, ctx, run_dir) as daemon:
+            data = daemon.ttl(width_ms=200.0)
+            assert pins.level(24) == 1
+        assert pins.level(24) == 0
+        t_fall, level = pins.edges(24).tolist()[-1]
+        with pytest.raises(Exception, match="closed"):
+            daemon.ttl()
+    assert level == 0 and t_fall >= data["t_fall_due_ns"]
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trigger: ttl 0:")]
+    assert "200." in line
 
 
 def test_bad_key_files_are_named(keys: dict[str, Path], run_dir: str, tmp_path: Path) -> None:

@@ -216,16 +216,39 @@ def test_stop_midway_and_double_start(harness: Harness) -> None:
     assert [m.index for m in receive(sub, 3, line="camera")] == [0, 1, 2]
 
 
-def test_ttl_pulses_the_ttl_pin(harness: Harness) -> None:
+def test_ttl_answers_once_the_line_is_high_and_a_ttl_on_a_high_line_joins_its_pulse(
+        harness: Harness) -> None:
     h = harness(make_rig())
-    data = h.ok("ttl", width_ms=2.0)
-    assert data["t_command_ns"] <= data["t_edge_ns"] < data["t_fall_ns"]
-    assert data["t_fall_ns"] - data["t_edge_ns"] >= 2_000_000
-    assert h.pins.edges(24).tolist() == [[data["t_edge_ns"], 1], [data["t_fall_ns"], 0]]  # type: ignore[attr-defined]
-    assert h.ok("ttl")["t_fall_ns"] - h.ok("status")["t0_ns"] > 0  # default width 1 ms
-    assert h.ok("status")["ttl_pulses"] == 2
+    data = h.ok("ttl", width_ms=500.0)
+    assert data["merged"] is False and data["index"] == 0
+    assert data["t_command_ns"] <= data["t_edge_ns"]
+    assert data["t_fall_due_ns"] == data["t_edge_ns"] + 500_000_000
+    # the control socket is not held for the width: status and a second TTL are answered at once
+    assert h.pins.level(24) == 1 and h.ok("status")["ttl_pulses"] == 1
+    joined = h.ok("ttl", width_ms=1.0)
+    assert joined["merged"] is True and joined["index"] == 0
+    assert joined["t_edge_ns"] == data["t_edge_ns"] < joined["t_command_ns"]
+    assert joined["t_fall_due_ns"] == data["t_fall_due_ns"]  # 1 ms from now ends before the first
+    wait_for(lambda: h.pins.level(24) == 0, timeout_s=5.0, what="the falling edge")
+    (t_rise, up), (t_fall, down) = h.pins.edges(24).tolist()  # type: ignore[attr-defined]
+    assert (up, down) == (1, 0) and t_rise == data["t_edge_ns"]
+    assert t_fall >= data["t_fall_due_ns"]
+    status = h.ok("status")
+    assert (status["ttl_pulses"], status["ttl_merged"]) == (1, 1)
+    again = h.ok("ttl")  # default width 1 ms, on a low line: a pulse of its own
+    assert again["merged"] is False and again["index"] == 1
     bad = h.request("ttl", width_ms=0)
     assert not bad.ok and "width_ms" in bad.error
+
+
+def test_a_ttl_that_joins_the_pulse_keeps_the_line_high_for_its_own_width(harness: Harness) -> None:
+    h = harness(make_rig())
+    first = h.ok("ttl", width_ms=5.0)
+    later = h.ok("ttl", width_ms=300.0)
+    assert later["merged"] is True and later["t_fall_due_ns"] >= later["t_command_ns"] + 300_000_000
+    wait_for(lambda: h.pins.level(24) == 0, timeout_s=5.0, what="the falling edge")
+    (rise, _), (fall, _) = h.pins.edges(24).tolist()  # type: ignore[attr-defined]
+    assert rise == first["t_edge_ns"] and fall >= later["t_fall_due_ns"]
 
 
 def test_malformed_requests_get_an_answer(harness: Harness, ctx: zmq.Context) -> None:

@@ -24,13 +24,14 @@ KP = ["snout", "paw"]
 
 
 class FakeTrigger:
-    """The daemon's REP control socket: answers ``ttl`` after the pulse width, as the daemon does
-    (rising edge at once, reply after the falling edge)."""
+    """The daemon's REP control socket: answers ``ttl`` once the line is high, as the daemon does;
+    with ``merge`` every TTL after the first joins the first pulse."""
 
     def __init__(self, ctx: zmq.Context, address: str, ok: bool = True) -> None:
         self.sock = ctx.socket(zmq.REP)
         self.sock.bind(bind_address(address))
         self.ok = ok
+        self.merge = False
         self.received = threading.Event()
         self.commands: list[Command] = []
         self.edges: list[int] = []
@@ -47,9 +48,13 @@ class FakeTrigger:
             self.commands.append(cmd)
             self.edges.append(t_edge)
             self.received.set()
-            time.sleep(cmd.args["width_ms"] / 1e3)
-            reply = (Reply(ok=True, data={"index": len(self.edges) - 1, "t_command_ns": t_edge,
-                                          "t_edge_ns": t_edge, "t_fall_ns": time.monotonic_ns()})
+            # as the daemon: the reply comes once the line is high; a merged TTL names the
+            # pulse already on the line (its edge came before this command)
+            merged = len(self.edges) > 1 and self.merge
+            n = len(self.edges) - 1 - merged
+            reply = (Reply(ok=True, data={"index": n, "t_command_ns": t_edge,
+                                          "t_edge_ns": self.edges[n], "merged": merged,
+                                          "t_fall_due_ns": t_edge + round(cmd.args["width_ms"] * 1e6)})
                      if self.ok else Reply(ok=False, error="ttl: pins closed"))
             self.sock.send(protocol.encode(reply))
 
@@ -129,6 +134,24 @@ def test_ttl_leaves_at_once_and_the_reply_completes_the_chain(setup, tmp_path: P
     assert row["actions"] == "ttl+clip+event" and row["ttl_error"] == ""
     assert float(row["total_ms"]) == pytest.approx((trigger.edges[0] - chain.t_pulse_ns) / 1e6, abs=1e-3)
     assert 0 < s["infer_share_of_pulse_to_ttl"] < 1
+
+
+def test_a_ttl_merged_into_the_pulse_on_the_line_ends_its_chain_at_its_command(
+        setup, tmp_path: Path) -> None:
+    """Two rules on one pose, one TTL pin: the second TTL joins the first pulse. Its chain ends when
+    its command arrived (the line was high then), not at the earlier rising edge."""
+    _, trigger, _, runner, _ = setup
+    trigger.merge = True
+    for n in (40, 40):
+        runner.fire(*firing_and_pose(rules("[{ttl: {width_ms: 10}}]"), n=n))
+    wait_for("both replies", lambda: (runner.poll(), runner.summary()["ttl_pending"] == 0)[1])
+    runner.close()
+    first, second = read_rows(tmp_path / "firings.csv")
+    assert (first["ttl_merged"], second["ttl_merged"]) == ("0", "1")
+    assert first["ttl_index"] == second["ttl_index"] == "0"
+    assert int(first["t_ttl_ns"]) == trigger.edges[0]
+    assert int(second["t_ttl_ns"]) == int(second["t_ttl_command_ns"]) == trigger.edges[1]
+    assert int(second["t_ttl_fall_due_ns"]) == trigger.edges[1] + 10_000_000
 
 
 def test_the_bench_splits_each_firings_overhead_into_its_queued_and_unqueued_parts(

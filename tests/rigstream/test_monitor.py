@@ -490,7 +490,9 @@ def _fake_trigger(ctx: zmq.Context, address: str, got: list[Command]) -> threadi
                 cmd = protocol.decode(rep.recv(), Command)
                 got.append(cmd)
                 rep.send(protocol.encode(Reply(ok=True, data={
-                    "index": 4, "t_command_ns": 1_000_000, "t_edge_ns": 1_250_000, "t_fall_ns": 11_250_000})))
+                    "index": 4, "t_command_ns": 1_000_000, "t_edge_ns": 1_250_000,
+                    "t_fall_due_ns": 11_250_000,
+                    "merged": False})))
         finally:
             rep.close(linger=1000)
 
