@@ -29,11 +29,11 @@ import zmq
 
 from rigstream import protocol
 from rigstream.acquisition.camera import Camera, CameraError, Frame
+from rigstream.clock import LinearClockFit
 from rigstream.component import Component
 from rigstream.config import CameraConfig, RigConfig
 from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
-from rigstream.sync.clock import LinearClockFit
 from rigstream.transport import (
     ControlListener,
     Publisher,

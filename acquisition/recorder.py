@@ -46,20 +46,12 @@ from rigstream import protocol
 from rigstream.acquisition.video import LOSSLESS, VideoWriter
 from rigstream.component import Component
 from rigstream.config import RigConfig
-from rigstream.frames import CameraStores
+from rigstream.frames import FRAME_COLUMNS, CameraStores, no_frame_row
 from rigstream.framestore import FrameStore, Record, StoreCursor
-from rigstream.protocol import FLAG_DROPPED, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
+from rigstream.protocol import FLAG_INCOMPLETE, FLAG_TIMING
 from rigstream.transport import ControlListener, SignalStop, StatusReporter, received, subscriber
 
 logger = logging.getLogger(__name__)
-
-FRAME_COLUMNS = ("camera", "frame_id", "trigger_index", "t_camera_ns", "t_pi_ns", "t_host_ns",
-                 "video_frame", "dropped", "incomplete", "timing_flag", "lost_in_transport",
-                 "overrun")
-"""frames.csv (and a clip's frames.csv): ``dropped`` is 1 for every row without a frame, whatever
-the reason: the camera's own drop notice (``incomplete`` if it delivered a partial image), no
-record at all (``lost_in_transport``), or overwritten in the store before the recorder read it
-(``overrun``). ``video_frame`` is -1 for those and for every row with ``recording.video: off``."""
 
 WAIT_MS = 20
 """How long the main thread blocks for header messages per turn."""
@@ -72,20 +64,6 @@ RECENT = 1000
 OVERRUN_LOG_FIRST = 5
 """Overrun ranges of a camera logged one by one; after them, one summary line per interval."""
 OVERRUN_LOG_EVERY_S = 5.0
-
-
-def frame_row(h: FrameHeader, video_frame: int, lost: bool = False,
-              overrun: bool = False) -> tuple[Any, ...]:
-    """A frames.csv row (:data:`FRAME_COLUMNS`) for a header."""
-    return (h.camera, h.frame_id, h.trigger_index, h.t_camera_ns, h.t_pi_ns, h.t_host_ns,
-            video_frame, int(bool(h.flags & FLAG_DROPPED) or lost or overrun),
-            int(bool(h.flags & FLAG_INCOMPLETE)), int(bool(h.flags & FLAG_TIMING)), int(lost),
-            int(overrun))
-
-
-def _no_frame_row(camera: str, index: int, lost: bool) -> tuple[Any, ...]:
-    """The row of an index without a record: lost (never came) or overrun (overwritten)."""
-    return (camera, -1, index, -1, -1, -1, -1, 1, 0, 0, int(lost), int(not lost))
 
 
 class _Rows:
@@ -226,7 +204,7 @@ class _CameraTrack:
                     video_frame = written
         if rec.state == "overrun":
             self._overrun(n)
-            row = _no_frame_row(self.camera, n, lost=False)
+            row = no_frame_row(self.camera, n, lost=False)
         else:
             if self._range[0] >= 0:
                 self._close_range()
@@ -317,7 +295,7 @@ class _CameraTrack:
 
     def lost_rows(self, pulses: int) -> list[tuple[Any, ...]]:
         """Rows for the pulses after this camera's last row that no record came for."""
-        rows = [_no_frame_row(self.camera, n, lost=True) for n in range(self.next_row, pulses)]
+        rows = [no_frame_row(self.camera, n, lost=True) for n in range(self.next_row, pulses)]
         if rows:
             self.lost += len(rows)
             with self._recent_lock:

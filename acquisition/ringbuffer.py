@@ -49,11 +49,10 @@ import numpy as np
 import zmq
 
 from rigstream import protocol
-from rigstream.acquisition.recorder import FRAME_COLUMNS, frame_row
 from rigstream.acquisition.video import VideoWriter
 from rigstream.component import Component
 from rigstream.config import RigConfig
-from rigstream.frames import CameraStores
+from rigstream.frames import FRAME_COLUMNS, CameraStores, frame_row
 from rigstream.framestore import FIELDS, FrameStore, StoreLayout, frame_header
 from rigstream.protocol import INT64_MAX, Event
 from rigstream.transport import ControlListener, SignalStop, StatusReporter, bind_address, received

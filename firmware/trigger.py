@@ -77,12 +77,11 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from rigstream import protocol
-from rigstream.config import ConfigError, InputError, RigConfig
+from rigstream.config import ConfigError, RigConfig
 from rigstream.protocol import Command, Pulse, Reply
-from rigstream.transport import Publisher, bind_address, is_local_address, load_curve_keypair
+from rigstream.transport import CurveServer, Publisher, bind_address, is_local_address
 
 from .pins import PinBackend, PinError, make_pins, rig_lines
 
@@ -103,14 +102,6 @@ LATE_WINDOW = 1 << 16
 POLL_MS = 100
 """How often serve() looks at its stop event while no command arrives."""
 JOIN_TIMEOUT_S = 5.0
-REFUSAL_LOG_EVERY = 100
-"""A client refused again and again (a REQ socket retries every 100 ms) is logged at WARNING
-the first time and then once every this many refusals."""
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 _NEVER = 1 << 62
 
@@ -153,101 +144,6 @@ def _args(cmd: str, args: dict[str, Any], model: type[Any]) -> Any:
         raise ValueError(f"{cmd}: {text.replace('`$.', '`args.')}") from None
 
 
-class _RefusalLog:
-    """Counts refusals per reason and logs the first, then every ``REFUSAL_LOG_EVERY``-th."""
-
-    def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, reason: str) -> None:
-        with self._lock:
-            n = self._counts[reason] = self._counts.get(reason, 0) + 1
-        if n == 1 or n % REFUSAL_LOG_EVERY == 0:
-            again = f" ({n} times so far)" if n > 1 else ""
-            logger.warning("trigger: refused a control client: %s%s", reason, again)
-        else:
-            logger.debug("trigger: refused a control client: %s (%d)", reason, n)
-
-    @property
-    def total(self) -> int:
-        return sum(self._counts.values())
-
-
-class _AuthorizedKeys:
-    """A ZAP credentials provider (``configure_curve_callback``): the public keys found in a
-    folder of ``*.key`` files, as ``configure_curve(location=folder)`` would load them, but
-    refusals are logged at WARNING (ThreadAuthenticator logs them at DEBUG only)."""
-
-    def __init__(self, folder: str, refused: _RefusalLog) -> None:
-        import zmq.auth
-
-        self.folder = folder
-        try:
-            self.keys = set(zmq.auth.load_certificates(folder))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"trigger.control_keys.authorized_dir: expected a folder of client public keys "
-                f"(*.key, made by rigstream keys), got {folder!r}: {exc}"
-            ) from None
-        if not self.keys:
-            raise ConfigError(
-                f"trigger.control_keys.authorized_dir: no client public key (*.key) in {folder}; "
-                f"copy there the NAME.key of every machine allowed to command the trigger"
-            )
-        self._refused = refused
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        if key in self.keys:
-            return True
-        self._refused(f"CURVE key {key.decode('ascii', 'replace')} is not authorized in {self.folder}")
-        return False
-
-
-class _ControlAuth:
-    """The control socket's CURVE server keys and its ZAP handler (one per zmq.Context).
-
-    Making one reads the key files (ConfigError naming the key if they will not do);
-    ``start`` starts the handler.
-    """
-
-    def __init__(self, server_secret_file: str, authorized_dir: str) -> None:
-        try:
-            self.public, self.secret = load_curve_keypair(server_secret_file)
-        except InputError as exc:
-            raise ConfigError(f"trigger.control_keys.server_secret_file: {exc}") from None
-        self.refused = _RefusalLog()
-        self._provider = _AuthorizedKeys(authorized_dir, self.refused)
-        self.authorized = len(self._provider.keys)
-        self.authenticator: Any = None
-
-    def start(self, ctx: zmq.Context) -> None:
-        from zmq.auth.thread import ThreadAuthenticator
-
-        auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.zap"))
-        try:
-            auth.start()
-        except zmq.ZMQError as exc:
-            auth.stop()
-            raise RuntimeError(
-                f"trigger: cannot start the ZAP authenticator ({exc}): this zmq.Context already "
-                f"has one; give the daemon a context of its own"
-            ) from None
-        auth.configure_curve_callback(domain="*", credentials_provider=self._provider)
-        self.authenticator = auth
-
-    def secure(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` (before it binds) a CURVE server with the daemon's keys."""
-        sock.curve_secretkey = self.secret
-        sock.curve_publickey = self.public
-        sock.curve_server = True
-
-    def close(self) -> None:
-        if self.authenticator is not None:
-            self.authenticator.stop()
-            self.authenticator = None
-
-
 class TriggerDaemon:
     """Drives the camera trigger, the sync line and TTL outputs through a :class:`PinBackend`.
 
@@ -275,11 +171,12 @@ class TriggerDaemon:
                 f"trigger.control_keys (server secret key and authorized client keys; make them "
                 f"with `rigstream keys`)"
             )
-        self._auth: _ControlAuth | None = None
+        self._auth: CurveServer | None = None
         if control_keys is not None and control_keys.server_secret_file is not None:
             assert control_keys.authorized_dir is not None  # checked with the config
             # read the keys before any pin moves
-            self._auth = _ControlAuth(control_keys.server_secret_file, control_keys.authorized_dir)
+            self._auth = CurveServer(control_keys.server_secret_file, control_keys.authorized_dir,
+                                     "trigger.control_keys", "trigger", logger)
         self.realtime_priority = realtime_priority
         """SCHED_FIFO priority (1..99) for the pulse thread, where the OS allows it (Linux,
         root or CAP_SYS_NICE); it cuts the worst-case lateness on a busy machine."""
@@ -310,7 +207,7 @@ class TriggerDaemon:
             self._rep.setsockopt(zmq.LINGER, 0)
             if self._auth is not None:
                 self._auth.secure(self._rep)
-                self._monitor = self._rep.get_monitor_socket(_HANDSHAKE_FAILED)
+                self._monitor = self._auth.watch(self._rep)
             self._rep.bind(bind_address(self.control_address))
         except BaseException:
             if hasattr(self, "_pulse_pub"):
@@ -413,21 +310,8 @@ class TriggerDaemon:
             logger.info("trigger: no longer serving commands")
 
     def _log_handshake_failures(self) -> None:
-        """Handshake failures the ZAP handler does not see (a client without keys, or with a
-        wrong server key) are refusals too; failed authorizations were logged with the key."""
         assert self._monitor is not None and self._auth is not None
-        while self._monitor.poll(0, zmq.POLLIN):
-            event = recv_monitor_message(self._monitor)
-            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                continue
-            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                what = (
-                    f"handshake failed (protocol error {event['value']:#x}: the client has no "
-                    f"CURVE keys, or not this daemon's server key)"
-                )
-            else:
-                what = f"handshake failed ({os.strerror(event['value'])})"
-            self._auth.refused(f"{what} at {event['endpoint'].decode(errors='replace')}")
+        self._auth.log_handshake_failures(self._monitor)
 
     def handle(self, parts: list[bytes], t_command_ns: int) -> Reply:
         """One request (the parts of a ZeroMQ message) to its reply; never raises."""

@@ -54,7 +54,7 @@ from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
 from rigstream.inference.triangulate import Points3D, Triangulator
 from rigstream.latency import LatencySamples, latency_stats
 from rigstream.protocol import Pose2D, Pose3D
-from rigstream.sync.assembler import NewestSet, decode_frameset
+from rigstream.sync.assembler import NewestSet
 from rigstream.transport import (
     ControlListener,
     Publisher,
@@ -389,7 +389,7 @@ class PoseEngineNode(Component):
             except zmq.Again:
                 break
             try:
-                newest = decode_frameset(parts)
+                newest = protocol.decode_frameset(parts)
             except protocol.ProtocolError as err:
                 self.malformed(err)
         return newest

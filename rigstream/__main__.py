@@ -1,5 +1,5 @@
 import sys
 
-from rigstream.cli import main
+from rigstream.app.cli import main
 
 sys.exit(main())

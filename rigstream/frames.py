@@ -25,10 +25,33 @@ import zmq
 from rigstream import protocol
 from rigstream.config import RigConfig
 from rigstream.framestore import FrameStore, StoreError, StoreMissing, store_name
-from rigstream.protocol import FLAG_EOS, FrameHeader
+from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.transport import subscriber
 
 logger = logging.getLogger(__name__)
+
+FRAME_COLUMNS = ("camera", "frame_id", "trigger_index", "t_camera_ns", "t_pi_ns", "t_host_ns",
+                 "video_frame", "dropped", "incomplete", "timing_flag", "lost_in_transport",
+                 "overrun")
+"""frames.csv (and a clip's frames.csv): ``dropped`` is 1 for every row without a frame, whatever
+the reason: the camera's own drop notice (``incomplete`` if it delivered a partial image), no
+record at all (``lost_in_transport``), or overwritten in the store before the recorder read it
+(``overrun``). ``video_frame`` is -1 for those and for every row with ``recording.video: off``."""
+
+
+def frame_row(h: FrameHeader, video_frame: int, lost: bool = False,
+              overrun: bool = False) -> tuple[Any, ...]:
+    """A frames.csv row (:data:`FRAME_COLUMNS`) for a header."""
+    return (h.camera, h.frame_id, h.trigger_index, h.t_camera_ns, h.t_pi_ns, h.t_host_ns,
+            video_frame, int(bool(h.flags & FLAG_DROPPED) or lost or overrun),
+            int(bool(h.flags & FLAG_INCOMPLETE)), int(bool(h.flags & FLAG_TIMING)), int(lost),
+            int(overrun))
+
+
+def no_frame_row(camera: str, index: int, lost: bool) -> tuple[Any, ...]:
+    """The row of an index without a record: lost (never came) or overrun (overwritten)."""
+    return (camera, -1, index, -1, -1, -1, -1, 1, 0, 0, int(lost), int(not lost))
+
 
 
 @dataclass

@@ -28,7 +28,7 @@ import zmq
 
 from rigstream import protocol
 from rigstream.basics import write_error
-from rigstream.config import InputError, RigConfig
+from rigstream.config import ConfigError, InputError, RigConfig
 from rigstream.protocol import Command, Status
 
 logger = logging.getLogger(__name__)
@@ -394,6 +394,141 @@ def trigger_client_keys(rig: RigConfig) -> CurveClientKeys | None:
     if keys is None or keys.client_secret_file is None or keys.server_public_file is None:
         return None
     return load_curve_client_keys(keys.server_public_file, keys.client_secret_file)
+
+
+REFUSAL_LOG_EVERY = 100
+"""A client refused again and again (a REQ socket retries every 100 ms) is logged at WARNING
+the first time and then once every this many refusals."""
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+"""The socket monitor events of a refused CURVE handshake."""
+
+
+class RefusalLog:
+    """Counts a server's refused clients per reason; logs the first, then every
+    ``REFUSAL_LOG_EVERY``-th, at WARNING (the rest at DEBUG)."""
+
+    def __init__(self, who: str, log: logging.Logger) -> None:
+        self.who = who
+        self._log = log
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str) -> None:
+        with self._lock:
+            n = self._counts[reason] = self._counts.get(reason, 0) + 1
+        if n == 1 or n % REFUSAL_LOG_EVERY == 0:
+            again = f" ({n} times so far)" if n > 1 else ""
+            self._log.warning("%s: refused a control client: %s%s", self.who, reason, again)
+        else:
+            self._log.debug("%s: refused a control client: %s (%d)", self.who, reason, n)
+
+    @property
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+
+class AuthorizedKeys:
+    """A ZAP credentials provider (``configure_curve_callback``): the public keys found in a
+    folder of ``*.key`` files, as ``configure_curve(location=folder)`` would load them, but
+    refusals are logged at WARNING (ThreadAuthenticator logs them at DEBUG only)."""
+
+    def __init__(self, folder: str, refused: RefusalLog, field: str) -> None:
+        import zmq.auth
+
+        self.folder = folder
+        try:
+            self.keys = set(zmq.auth.load_certificates(folder))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{field}: expected a folder of client public keys (*.key, made by rigstream keys), "
+                f"got {folder!r}: {exc}"
+            ) from None
+        if not self.keys:
+            raise ConfigError(
+                f"{field}: no client public key (*.key) in {folder}; copy there the NAME.key of every "
+                f"machine allowed to command it"
+            )
+        self._refused = refused
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys:
+            return True
+        self._refused(f"CURVE key {key.decode('ascii', 'replace')} is not authorized in {self.folder}")
+        return False
+
+
+class CurveServer:
+    """A control socket's CURVE server side, beside the client side above: the server's keys, a
+    ZAP handler admitting only the public keys in ``authorized_dir`` (one per zmq.Context), and
+    the refusals, counted and logged (``who`` names the server in log lines).
+
+    Making one reads the key files (ConfigError naming ``keys_field``'s entry if they will not
+    do); ``start`` starts the handler; ``secure`` makes a socket, before it binds, a server;
+    ``watch`` gives a monitor socket whose handshake failures ``log_handshake_failures`` counts.
+    """
+
+    def __init__(self, server_secret_file: str, authorized_dir: str, keys_field: str, who: str,
+                 log: logging.Logger) -> None:
+        try:
+            self.public, self.secret = load_curve_keypair(server_secret_file)
+        except InputError as exc:
+            raise ConfigError(f"{keys_field}.server_secret_file: {exc}") from None
+        self.who = who
+        self._log = log
+        self.refused = RefusalLog(who, log)
+        self._provider = AuthorizedKeys(authorized_dir, self.refused, f"{keys_field}.authorized_dir")
+        self.authorized = len(self._provider.keys)
+        self.authenticator: Any = None
+
+    def start(self, ctx: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx, log=self._log.getChild("zap"))
+        try:
+            auth.start()
+        except zmq.ZMQError as exc:
+            auth.stop()
+            raise RuntimeError(
+                f"{self.who}: cannot start the ZAP authenticator ({exc}): this zmq.Context already "
+                f"has one; give the server a context of its own"
+            ) from None
+        auth.configure_curve_callback(domain="*", credentials_provider=self._provider)
+        self.authenticator = auth
+
+    def secure(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` (before it binds) a CURVE server with these keys."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+    def watch(self, sock: zmq.Socket) -> zmq.Socket:
+        """A monitor socket for ``sock``'s failed handshakes (close it with ``disable_monitor``)."""
+        return sock.get_monitor_socket(HANDSHAKE_FAILED)
+
+    def log_handshake_failures(self, monitor: zmq.Socket) -> None:
+        """Handshake failures the ZAP handler does not see (a client without keys, or with a
+        wrong server key) are refusals too; failed authorizations were logged with the key."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while monitor.poll(0, zmq.POLLIN):
+            event = recv_monitor_message(monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                continue
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                what = (f"handshake failed (protocol error {event['value']:#x}: the client has no "
+                        f"CURVE keys, or not this server's key)")
+            else:
+                what = f"handshake failed ({os.strerror(event['value'])})"
+            self.refused(f"{what} at {event['endpoint'].decode(errors='replace')}")
+
+    def close(self) -> None:
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
 
 
 def create_curve_keys(folder: str | os.PathLike[str], name: str) -> tuple[Path, Path]:

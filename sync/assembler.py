@@ -376,35 +376,6 @@ class NewestSet:
         return stores[cam], self._heads[cam]
 
 
-def decode_frameset(parts: list[Any]) -> tuple[FrameSetHeader, list[FrameHeader]]:
-    """Decode a frame-set message into its header and the FrameHeader of each present camera
-    (in ``cameras`` order; each names its frame's slot). Raises ProtocolError with the reason."""
-    if len(parts) != 1:
-        raise protocol.ProtocolError(
-            "truncated" if not parts else "invalid",
-            f"frame set message has {len(parts)} parts, expected 1")
-    part = parts[0]
-    head = protocol.decode(part.buffer if hasattr(part, "buffer") else part, FrameSetHeader)
-    n = head.trigger_index
-    if len(head.frames) != len(head.cameras):
-        raise protocol.ProtocolError(
-            "truncated" if len(head.frames) < len(head.cameras) else "invalid",
-            f"frame set {n}: {len(head.frames)} frame headers for cameras {head.cameras}")
-    if len(set(head.cameras) | set(head.missing)) != len(head.cameras) + len(head.missing):
-        raise protocol.ProtocolError(
-            "invalid", f"frame set {n}: a camera named twice (cameras {head.cameras}, missing "
-            f"{head.missing})")
-    if head.reasons and len(head.reasons) != len(head.missing):
-        raise protocol.ProtocolError(
-            "invalid", f"frame set {n}: {len(head.reasons)} reasons for missing {head.missing}")
-    for cam, h in zip(head.cameras, head.frames, strict=True):
-        if h.camera != cam or h.trigger_index != n or h.slot < 0:
-            raise protocol.ProtocolError(
-                "invalid", f"frame set {n}: expected camera {cam}'s frame {n} with a slot, got "
-                f"{h.camera}'s frame {h.trigger_index} in slot {h.slot}")
-    return head, head.frames
-
-
 def run_assembler(rig: RigConfig, run: str, status_address: str | None = None) -> dict[str, Any]:
     stop = SignalStop().on_signals()
     ctx = zmq.Context()

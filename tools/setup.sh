@@ -8,15 +8,19 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-extras="dev"
+extras="host,dev"
 pins=()
 if [ "${1:-}" = "train" ]; then
-  extras="dev,train"
+  extras="host,dev,train"
   pins=("torch==2.13.0")
 fi
-stamp=".venv/.rigstream-installed-${extras/,/-}"
+stamp=".venv/.rigstream-installed-${extras//,/-}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet "${pins[@]}" -e ".[$extras]"
+  # setuptools says "Editable installation ... be careful with folders named like the package" for
+  # every editable install through a meta path finder (our wings map rigstream.<wing> to <wing>/):
+  # information, not a fault, so that one message is filtered and any other warning still shows.
+  PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
+    .venv/bin/python -m pip install --quiet "${pins[@]}" -e ".[$extras]"
   touch "$stamp"
 fi

@@ -30,8 +30,8 @@ from rigstream.acquisition.ringbuffer import ClipService, send_event
 from rigstream.acquisition.video import read_frames
 from rigstream.config import RigConfig
 from rigstream.framestore import store_name
-from rigstream.protocol import Event, FrameHeader
-from rigstream.sync.assembler import Assembler, decode_frameset
+from rigstream.protocol import Event, FrameHeader, decode_frameset
+from rigstream.sync.assembler import Assembler
 from rigstream.transport import Publisher, subscriber
 from tests.conftest import FakeCameras, malformed_messages, run_in_thread, small_rig
 

@@ -19,12 +19,13 @@ import zmq
 
 from rigstream import protocol
 from rigstream.acquisition import recorder
-from rigstream.acquisition.recorder import FRAME_COLUMNS, Recorder
+from rigstream.acquisition.recorder import Recorder
 from rigstream.acquisition.video import read_frames
+from rigstream.app.session import write_rig
+from rigstream.app.verify import verify_session
 from rigstream.config import RigConfig, load_rig
-from rigstream.session import write_rig
+from rigstream.frames import FRAME_COLUMNS
 from rigstream.transport import Publisher
-from rigstream.verify import verify_session
 from tests.conftest import FakeCameras, run_in_thread, small_rig
 
 

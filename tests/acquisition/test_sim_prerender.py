@@ -36,13 +36,13 @@ from rigstream.acquisition.sim_camera import (
     sim_pose_times_s,
     trigger_line,
 )
+from rigstream.app.session import demo_rig
 from rigstream.config import CameraConfig, ConfigError, RigConfig, parse_rig
 from rigstream.firmware.pins import make_pins
 from rigstream.firmware.trigger import TriggerDaemon
 from rigstream.inference.keypoint_files import write_points3d_csv
 from rigstream.inference.simdata import pose2d_errors, pose3d_errors
 from rigstream.protocol import Command, Edge
-from rigstream.session import demo_rig
 from rigstream.transport import Publisher
 from tests.acquisition import test_camera_node
 from tests.conftest import small_rig

@@ -12,8 +12,8 @@ import pytest
 
 from rigstream.acquisition.sim_camera import TruthRenderer
 from rigstream.acquisition.video import read_frames
+from rigstream.app.cli import main
 from rigstream.calibration import Calibration
-from rigstream.cli import main
 from rigstream.config import load_rig
 from rigstream.inference.keypoint_files import read_points3d_csv
 

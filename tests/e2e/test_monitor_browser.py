@@ -191,8 +191,8 @@ def session(tmp_path: Path) -> Iterator[tuple[Session, Path]]:
     import msgspec
     import yaml
 
+    from rigstream.app.session import demo_rig
     from rigstream.config import load_rig
-    from rigstream.session import demo_rig
 
     rig_file = tmp_path / "rig.yaml"
     doc = msgspec.to_builtins(demo_rig(load_rig(), width=320, height=240, codec="raw"))

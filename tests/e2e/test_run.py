@@ -17,8 +17,8 @@ import yaml
 
 from rigstream import framestore
 from rigstream.acquisition.video import read_frames
+from rigstream.app.session import Session, SessionPlan, demo_rig
 from rigstream.config import load_rig
-from rigstream.session import Session, SessionPlan, demo_rig
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_a_killed_recorder_is_reported_and_the_rest_of_the_session_goes_on(tmp_p
     it with what the tables hold; the files up to the kill stay readable (raw video: every frame
     that reached the disk is whole and is the frame its row names)."""
     from rigstream.acquisition.sim_camera import TruthRenderer
-    from rigstream.verify import verify_clip
+    from rigstream.app.verify import verify_clip
 
     rig = load_rig(small_sim_rig(tmp_path, recording={**msgspec.to_builtins(load_rig().recording),
                                                       "codec": "raw"}))
@@ -151,7 +151,7 @@ def test_a_component_whose_failure_ends_the_session_ends_it_in_order(tmp_path: P
     """SIGKILL a component the session cannot go on without: the session stops in order (the
     trigger stops, the cameras end their streams, the recorder finishes what it holds and is not
     killed), writes summary.json naming the failure and raises one SessionError."""
-    from rigstream.session import SessionError
+    from rigstream.app.session import SessionError
 
     rig = load_rig(small_sim_rig(tmp_path))
     out = tmp_path / "s"
@@ -265,8 +265,8 @@ def test_a_session_on_a_disk_that_fills_stops_in_order(tmp_path: Path, small_dis
     """Raw video fills a 64 MB disk: the supervisor stops the session in order when the free
     space falls under the rig's reserve, with one line naming the folder and the free space;
     every table parses, the videos decode to their rows, verify reports and does not crash."""
-    from rigstream.session import SessionError
-    from rigstream.verify import verify_session
+    from rigstream.app.session import SessionError
+    from rigstream.app.verify import verify_session
 
     rig = load_rig(small_sim_rig(tmp_path, recording={**msgspec.to_builtins(load_rig().recording),
                                                       "codec": "raw"}))

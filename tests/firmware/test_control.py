@@ -19,7 +19,8 @@ import msgspec
 import pytest
 import zmq
 
-from rigstream import cli, protocol, transport
+from rigstream import protocol, transport
+from rigstream.app import cli
 from rigstream.config import ConfigError, ControlKeysConfig, InputError, RigConfig, TransportConfig
 from rigstream.firmware.pins import SimPins
 from rigstream.firmware.trigger import TriggerDaemon

@@ -243,7 +243,7 @@ def test_ttl_answers_once_the_line_is_high_and_a_ttl_on_a_high_line_joins_its_pu
 
 def test_a_ttl_that_joins_the_pulse_keeps_the_line_high_for_its_own_width(harness: Harness) -> None:
     h = harness(make_rig())
-    first = h.ok("ttl", width_ms=5.0)
+    first = h.ok("ttl", width_ms=100.0)  # long enough that the second comes while it is high
     later = h.ok("ttl", width_ms=300.0)
     assert later["merged"] is True and later["t_fall_due_ns"] >= later["t_command_ns"] + 300_000_000
     wait_for(lambda: h.pins.level(24) == 0, timeout_s=5.0, what="the falling edge")

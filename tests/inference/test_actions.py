@@ -158,7 +158,7 @@ def test_the_bench_splits_each_firings_overhead_into_its_queued_and_unqueued_par
         setup, tmp_path: Path) -> None:
     """firings.csv's queued_ms, written by the runner, read back by the closed-loop bench: overhead
     is pulse -> TTL minus the camera and inference, and the queued part comes off it."""
-    from rigstream.bench import QUEUED_MS, firing_overheads
+    from rigstream.app.bench import QUEUED_MS, firing_overheads
 
     _, trigger, _, runner, _ = setup
     sent = []

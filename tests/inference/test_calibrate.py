@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from rigstream.app.cli import camera_pairs, main
 from rigstream.calibration import CalibratedCamera, Calibration
-from rigstream.cli import camera_pairs, main
 from rigstream.config import InputError
 from rigstream.inference.boards import Board, load_board, parse_board
 from rigstream.inference.calibrate import (

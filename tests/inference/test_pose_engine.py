@@ -245,7 +245,7 @@ def test_bad_setups_are_refused_before_anything_runs(model_64x48, tmp_path):
 def test_rig_check_and_demo_print_the_setup_error_and_exit_2(model_64x48, tmp_path, capsys):
     import yaml
 
-    from rigstream.cli import main
+    from rigstream.app.cli import main
 
     doc = msgspec.to_builtins(small_rig(2, 64, 36))
     doc["pose"] = {"model": "model", "keypoints": KP}

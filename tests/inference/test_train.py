@@ -12,7 +12,7 @@ import yaml
 
 torch = pytest.importorskip("torch", reason="training needs torch (pip install -e .[train])")
 
-from rigstream.cli import main  # noqa: E402
+from rigstream.app.cli import main  # noqa: E402
 from rigstream.inference.modeldir import load_model  # noqa: E402
 from rigstream.inference.train import Augment, TrainConfig, train_net  # noqa: E402
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from rigstream.acquisition.sim_world import ring_of_cameras
+from rigstream.app.cli import main
 from rigstream.calibration import Calibration
-from rigstream.cli import main
 from rigstream.inference.keypoint_files import read_points3d_csv
 
 KP = ["snout", "ear", "tail"]

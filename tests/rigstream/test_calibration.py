@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from rigstream.acquisition.sim_world import ring_of_cameras
+from rigstream.app.cli import main
 from rigstream.calibration import CalibratedCamera, Calibration, CalibrationError
-from rigstream.cli import main
 from rigstream.config import load_rig
 from tests.conftest import SHARED_DATA
 

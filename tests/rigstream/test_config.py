@@ -99,7 +99,7 @@ def test_not_yaml_and_unreadable_file(tmp_path: Path) -> None:
 def test_check_command_prints_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rigstream.cli import main
+    from rigstream.app.cli import main
 
     doc = sim_doc()
     doc["cameras"][1]["exposure_us"] = -5
@@ -125,7 +125,7 @@ def test_rules_in_the_rig_file_fail_with_the_rule_and_key_path() -> None:
 
 def test_rules_are_checked_against_the_model_and_need_the_pose_engine(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from rigstream.cli import main
+    from rigstream.app.cli import main
 
     doc = sim_doc()
     doc["calibration"] = str(RIGS / "sim_calibration.toml")
@@ -154,7 +154,7 @@ def test_event_command_sends_an_exact_clip_window_or_refuses_half_of_one(
     import zmq
 
     from rigstream import protocol
-    from rigstream.cli import main
+    from rigstream.app.cli import main
     from rigstream.transport import bind_address
 
     rig = load_rig()

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 MODULES = ["rigstream.basics", "rigstream.rules", "rigstream.config", "rigstream.protocol",
-           "rigstream.transport", "rigstream.session", "rigstream.monitor", "rigstream.cli",
+           "rigstream.transport", "rigstream.clock", "rigstream.app.session", "rigstream.app.monitor",
+           "rigstream.app.cli", "rigstream.app.doctor", "rigstream.app.bench", "rigstream.app.verify",
            "rigstream.latency", "rigstream.inference.rules", "rigstream.inference.actions",
            "rigstream.acquisition.ringbuffer",
            "rigstream.firmware.trigger", "rigstream.sync.session_align"]

@@ -21,8 +21,8 @@ import zmq
 from rigstream import protocol
 from rigstream.config import RigConfig
 from rigstream.frames import CameraStores
-from rigstream.protocol import FLAG_TIMING, FrameHeader, FrameSetHeader
-from rigstream.sync.assembler import Assembler, NewestSet, decode_frameset
+from rigstream.protocol import FLAG_TIMING, FrameHeader, FrameSetHeader, decode_frameset
+from rigstream.sync.assembler import Assembler, NewestSet
 from rigstream.transport import subscriber
 from tests.conftest import FakeCameras, run_in_thread, small_rig
 

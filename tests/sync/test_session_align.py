@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigstream.cli import main
+from rigstream.app.cli import main
 from rigstream.config import SimRecorderConfig
 from rigstream.sync.align import align
 from rigstream.sync.recorders import read_edges

@@ -26,12 +26,12 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition.ringbuffer import ClipService, send_event
 from rigstream.acquisition.video import read_frames
+from rigstream.app.monitor import CLIP_INTERVAL_S, MAX_BODY_BYTES, TTLS_PER_S
 from rigstream.config import RigConfig, with_overrides
-from rigstream.monitor import CLIP_INTERVAL_S, MAX_BODY_BYTES, TTLS_PER_S
 from rigstream.protocol import Command, Event, Reply
 from rigstream.transport import bind_address
+from tests.app.test_monitor import Rig, _open, _rig
 from tests.conftest import FakeCameras, run_in_thread, small_rig
-from tests.rigstream.test_monitor import Rig, _open, _rig
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from rigstream.cli import main
-from rigstream.config import RecordingConfig, RigConfig, load_rig, with_overrides
-from rigstream.doctor import (
+from rigstream.app.cli import main
+from rigstream.app.doctor import (
     DoctorOptions,
     analyse_camera,
     check_cameras_found,
@@ -20,7 +19,8 @@ from rigstream.doctor import (
     recording_rate_mb_s,
     run_doctor,
 )
-from rigstream.session import write_rig
+from rigstream.app.session import write_rig
+from rigstream.config import RecordingConfig, RigConfig, load_rig, with_overrides
 from tests.conftest import small_rig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1019,7 +1019,7 @@ class WebServer:
         """When the last clip request went to the ring buffer (monotonic s)."""
         self._ttls_sent: collections.deque[float] = collections.deque(maxlen=TTLS_PER_S)
         """When the newest test TTLs were sent (monotonic s)."""
-        self._pages = {route: resources.files("rigstream").joinpath("monitor_page", name).read_bytes()
+        self._pages = {route: resources.files("rigstream.app").joinpath("monitor_page", name).read_bytes()
                        for route, (name, _) in PAGE_FILES.items()}
         self._config = self._make_config()
 

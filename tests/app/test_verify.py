@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigstream.acquisition.recorder import FRAME_COLUMNS
 from rigstream.acquisition.video import VideoWriter
-from rigstream.session import write_rig
-from rigstream.verify import verify_session
+from rigstream.app.session import write_rig
+from rigstream.app.verify import verify_session
+from rigstream.frames import FRAME_COLUMNS
 from tests.conftest import small_rig
 
 N = 3

@@ -25,8 +25,7 @@ import pytest
 import zmq
 
 from rigstream import protocol
-from rigstream.config import InputError, RigConfig, load_rig, with_overrides
-from rigstream.monitor import (
+from rigstream.app.monitor import (
     RING_FRAMES,
     Monitor,
     MonitorState,
@@ -37,6 +36,7 @@ from rigstream.monitor import (
     rule_regions,
     skeleton_for,
 )
+from rigstream.config import InputError, RigConfig, load_rig, with_overrides
 from rigstream.protocol import Command, Event, FrameHeader, Pose2D, Pose3D, Reply, Status
 from rigstream.transport import Publisher, bind_address
 from tests.conftest import FakeCameras

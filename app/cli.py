@@ -30,7 +30,7 @@ def _add_component_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rigstream.session import SessionPlan, demo_rig
+    from rigstream.app.session import SessionPlan, demo_rig
 
     if not args.seconds > 0:
         raise InputError(f"demo: --seconds must be positive, got {args.seconds:g}")
@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rigstream.session import SessionPlan
+    from rigstream.app.session import SessionPlan
 
     rig = _rig(args)
     if args.seconds is not None and args.seconds <= 0:
@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _monitor_plan(args: argparse.Namespace) -> Any:
-    from rigstream.session import MonitorPlan
+    from rigstream.app.session import MonitorPlan
 
     if args.monitor is None:
         return None
@@ -83,7 +83,7 @@ def _monitor_plan(args: argparse.Namespace) -> Any:
 def _run_session(plan: Any) -> int:
     """Run a session in the foreground: Ctrl-C (SIGINT, or SIGTERM) asks it to stop cleanly,
     a second Ctrl-C stops without waiting for clips; prints the summary."""
-    from rigstream.session import Session, SessionError
+    from rigstream.app.session import Session, SessionError
 
     session = Session(plan, progress=lambda line: print(line, file=sys.stderr, flush=True))
 
@@ -278,7 +278,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import os
     import secrets
 
-    from rigstream.monitor import is_loopback_host, run_monitor
+    from rigstream.app.monitor import is_loopback_host, run_monitor
 
     token = args.token if args.token is not None else os.environ.get("RIGSTREAM_MONITOR_TOKEN")
     if not token and not is_loopback_host(args.host):
@@ -357,7 +357,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from rigstream.verify import verify_session
+    from rigstream.app.verify import verify_session
 
     report = verify_session(args.session, truth=args.truth)
     print(json.dumps(report, indent=2))
@@ -365,7 +365,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from rigstream.doctor import DoctorOptions, StepResult, run_doctor, wiring_pulses
+    from rigstream.app.doctor import DoctorOptions, StepResult, run_doctor, wiring_pulses
 
     rig = _rig(args)
     if not args.verbose:  # the steps' results are the output; the components' logs go to files
@@ -403,7 +403,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
                     "firmware": "-", "interface": "sim"} for c in rig.cameras]
     else:
         from rigstream.acquisition.camera import CameraError
-        from rigstream.doctor import list_connected_cameras
+        from rigstream.app.doctor import list_connected_cameras
 
         try:
             cameras = list_connected_cameras()
@@ -563,7 +563,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rigstream.bench import run_bench
+    from rigstream.app.bench import run_bench
 
     result = run_bench(args.what, args)
     print(json.dumps(result, indent=2))
@@ -813,6 +813,19 @@ def _end_with_supervisor() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+HOST_MODULES = ("scipy", "cv2", "av", "onnxruntime", "numba", "h5py", "pandas", "tables", "aiohttp")
+"""The imports of the ``host`` extra (pyproject.toml)."""
+LIGHT_COMMANDS = frozenset({"trigger", "keys"})
+"""What a light install (``rigstream[pi]`` on a Raspberry Pi) runs; every other command checks for
+the host's libraries before it starts."""
+
+
+def _missing_host_modules() -> list[str]:
+    from importlib.util import find_spec
+
+    return [m for m in HOST_MODULES if find_spec(m) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -827,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
         # Not a process session of its own instead: with the kernel's autogroups each session
         # gets an equal CPU share, whatever its threads (the pose engine's inference pool among them).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.command not in LIGHT_COMMANDS and (missing := _missing_host_modules()):
+        print(f"rigstream {args.command}: needs the host's libraries, and {', '.join(missing)} "
+              f"{'is' if len(missing) == 1 else 'are'} not installed: pip install 'rigstream[host]' "
+              "(a Raspberry Pi that runs only the trigger needs 'rigstream[pi]')", file=sys.stderr)
+        return 2
     if args.command in ("demo", "run"):
         logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     try:

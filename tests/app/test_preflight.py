@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import yaml
 
-from rigstream.cli import main
+from rigstream.app.cli import main
 from rigstream.config import load_rig
 from rigstream.transport import check_addresses
 
@@ -120,8 +120,8 @@ def test_a_rate_whose_ring_does_not_fit_in_memory_is_refused(tmp_path: Path,
 def test_a_session_refused_before_it_starts_leaves_no_runtime_folder(tmp_path: Path) -> None:
     """A check that fails in Session.run (here: the disk reserve) closes the supervisor's sockets
     and removes its runtime folder, as a session that ran does."""
+    from rigstream.app.session import Session, SessionPlan
     from rigstream.config import InputError, with_overrides
-    from rigstream.session import Session, SessionPlan
 
     rig = load_rig()
     rig = with_overrides(rig, recording={**msgspec.to_builtins(rig.recording), "disk_reserve_s": 1e9})

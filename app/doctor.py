@@ -323,7 +323,7 @@ def analyse_camera(rows: list[dict[str, str]], pulses: int, period_ns: int,
 def check_wiring(rig: RigConfig, options: DoctorOptions) -> list[StepResult]:
     """Run a short session and check every camera's frames against the pulses."""
     from rigstream.acquisition.camera import CameraError
-    from rigstream.session import Session, SessionError, SessionPlan
+    from rigstream.app.session import Session, SessionError, SessionPlan
 
     pulses = wiring_pulses(rig, options.pulses)
     tmp = None
