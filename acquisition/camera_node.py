@@ -28,10 +28,11 @@ import numpy as np
 import zmq
 
 from rigstream import protocol
-from rigstream.acquisition.camera import Camera, CameraError, Frame
+from rigstream.acquisition.backends import make_camera
+from rigstream.acquisition.camera import Frame
 from rigstream.clock import LinearClockFit
 from rigstream.component import Component
-from rigstream.config import CameraConfig, RigConfig
+from rigstream.config import RigConfig
 from rigstream.framestore import FrameStore, StoreLayout, store_name
 from rigstream.protocol import FLAG_DROPPED, FLAG_EOS, FLAG_INCOMPLETE, FLAG_TIMING, FrameHeader
 from rigstream.transport import (
@@ -47,22 +48,6 @@ logger = logging.getLogger(__name__)
 
 PULSE_TABLE = 1 << 16
 """Recent pulses kept for stamping (655 s at 100 Hz): pulse n lives at n % PULSE_TABLE."""
-
-
-def make_camera(config: CameraConfig, rig: RigConfig, run: str, ctx: zmq.Context) -> Camera:
-    """The backend a camera's config names."""
-    if config.backend == "sim":
-        from rigstream.acquisition.sim_camera import SimCamera
-
-        return SimCamera(config, rig, run, ctx)
-    if config.backend == "pyspin":
-        from rigstream.acquisition.pyspin_camera import PySpinCamera
-
-        return PySpinCamera(config, rig)
-    raise CameraError(
-        f"camera {config.name}: backend {config.backend!r} is not available in this build yet "
-        f"(available: sim, pyspin)"
-    )
 
 
 class PulseTable:

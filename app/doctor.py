@@ -164,8 +164,8 @@ def check_settings(rig: RigConfig) -> StepResult:
     """Open and configure every camera with the rig's settings, then close it."""
     import zmq
 
+    from rigstream.acquisition.backends import make_camera
     from rigstream.acquisition.camera import CameraError
-    from rigstream.acquisition.camera_node import make_camera
 
     failed: list[str] = []
     ok: list[str] = []

@@ -1,8 +1,9 @@
 """rigstream.firmware: the Raspberry Pi side of a rig.
 
 - :mod:`~rigstream.firmware.pins`: the pin backend interface (``PinBackend``), its simulated
-  twin (``SimPins``, which records every edge and publishes it on a simulated line) and
-  ``make_pins``, which picks the backend named in the rig file.
+  twin (``SimPins``, which records every edge and publishes it on a simulated line).
+- :mod:`~rigstream.firmware.backends`: the table of pin backends by name and ``make_pins``,
+  which picks the one the rig file names.
 - :mod:`~rigstream.firmware.rpigpio` and :mod:`~rigstream.firmware.pigpio_pins`: the real
   drivers (RPi.GPIO, and the pigpio daemon), each imported only when chosen.
 - :mod:`~rigstream.firmware.trigger`: the trigger daemon: the camera pulse train on absolute

@@ -6,7 +6,7 @@ simulated twin: it records every write as ``(t_ns, pin, level)`` and publishes e
 change as a :class:`rigstream.protocol.Edge` on a simulated electrical line that simulated
 cameras subscribe to. The real drivers, :class:`rigstream.firmware.rpigpio.RPiGPIOPins` and
 :class:`rigstream.firmware.pigpio_pins.PigpioPins`, live in their own modules and are imported
-only by :func:`make_pins` when a rig file asks for one.
+only by :func:`rigstream.firmware.backends.make_pins` when a rig file asks for one.
 """
 
 from __future__ import annotations
@@ -293,27 +293,3 @@ def rig_lines(rig: RigConfig) -> dict[int, str]:
         keys[pin] = key
     return lines
 
-
-def make_pins(rig: RigConfig, run: str, ctx: zmq.Context, sim_log: int = 20_000) -> PinBackend:
-    """The pin backend named by ``rig.trigger.backend`` (``sim_log``: writes a simulated one
-    keeps in its log, the last ~20 s at 226 Hz by default: a bounded debugging aid).
-
-    ``sim``: :class:`SimPins` publishing the trigger, sync and ttl lines at
-    ``rig.address("sim_lines", run, line=name)``. ``rpigpio``: the Raspberry Pi's GPIO header
-    through RPi.GPIO. ``pigpio``: the same header through the pigpio daemon.
-    """
-    backend = rig.trigger.backend
-    lines = rig_lines(rig)
-    if backend == "sim":
-        addresses = {name: rig.address("sim_lines", run, line=name) for name in lines.values()}
-        logger.info("pins: simulated lines %s", {n: addresses[n] for n in lines.values()})
-        return SimPins(lines, ctx, addresses, log_limit=sim_log)
-    if backend == "rpigpio":
-        from .rpigpio import RPiGPIOPins
-
-        return RPiGPIOPins()
-    if backend == "pigpio":
-        from .pigpio_pins import PigpioPins
-
-        return PigpioPins()
-    raise ConfigError(f"trigger.backend: expected sim, rpigpio or pigpio, got {backend!r}")

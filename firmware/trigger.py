@@ -83,7 +83,8 @@ from rigstream.config import ConfigError, RigConfig
 from rigstream.protocol import Command, Pulse, Reply
 from rigstream.transport import CurveServer, Publisher, bind_address, is_local_address
 
-from .pins import PinBackend, PinError, make_pins, rig_lines
+from .backends import make_pins
+from .pins import PinBackend, PinError, rig_lines
 
 logger = logging.getLogger(__name__)
 

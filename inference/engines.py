@@ -1,6 +1,6 @@
 """Inference engines behind one interface: a batch of views in, keypoints out.
 
-    engine = open_engine("onnxruntime", load_model("sim"), views=2)
+    engine = open_engine("onnxruntime", load_model("sim"), views=2)   # from .backends
     keypoints = engine.infer(batch)   # (2, C, H, W) float32 0..255 -> (2, K, 3) float32
 
 ``onnxruntime`` (CPU, the embedded default), ``torch`` (the checkpoint, CPU or CUDA) and
@@ -22,8 +22,6 @@ import numpy as np
 from rigstream.inference.modeldir import ModelError, PoseModel
 
 logger = logging.getLogger(__name__)
-
-ENGINES = ("onnxruntime", "torch", "tensorrt")
 
 
 class Engine(ABC):
@@ -134,15 +132,3 @@ class TorchEngine(Engine):
             out = self.module(torch.from_numpy(batch).to(self.device))
         self._out[...] = out.cpu().numpy()
         return self._out
-
-
-def open_engine(kind: str, model: PoseModel, views: int, **options: Any) -> Engine:
-    if kind == "onnxruntime":
-        return OnnxRuntimeEngine(model, views, **options)
-    if kind == "torch":
-        return TorchEngine(model, views, **options)
-    if kind == "tensorrt":
-        from rigstream.inference.trt_engine import TensorRTEngine
-
-        return TensorRTEngine(model, views, **options)
-    raise ValueError(f"unknown engine {kind!r} (choose from {', '.join(ENGINES)})")

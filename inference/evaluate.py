@@ -13,7 +13,7 @@ import numpy as np
 
 from rigstream.basics import InputError
 from rigstream.inference import dlc
-from rigstream.inference.engines import ENGINES, open_engine
+from rigstream.inference.backends import ENGINES, open_engine
 from rigstream.inference.metrics import pixel_errors
 from rigstream.inference.modeldir import ModelError, load_model
 from rigstream.inference.preprocess import ViewTransform

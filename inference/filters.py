@@ -26,24 +26,21 @@ Shared behaviour (owned by :class:`PoseFilter`):
 - :meth:`~PoseFilter.update` and :meth:`~PoseFilter.predict` return read-only views of internal buffers
   (no allocation per frame): the next call of the same method overwrites them. Copy what you keep.
 
-:func:`make_filter` builds a filter from a kind name and parameters (for config files);
-:func:`bench_filter` times one.
+:func:`rigstream.inference.backends.make_filter` builds one from a kind name and parameters
+(for config files); :func:`rigstream.inference.bench3d.bench_filter` times one.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import time
 from abc import ABC, abstractmethod
-from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FILTER_KINDS", "KalmanFilter", "OneEuroFilter", "PoseFilter", "bench_filter", "make_filter"]
+__all__ = ["KalmanFilter", "OneEuroFilter", "PoseFilter"]
 
 _TWO_PI = 2.0 * math.pi
 
@@ -473,69 +470,3 @@ class KalmanFilter(PoseFilter):
     def _extrapolate(self, h_s: np.ndarray, out: np.ndarray) -> None:
         np.multiply(self._v, h_s, out=out)
         out += self._p
-
-
-_FILTER_CLASSES: dict[str, type[PoseFilter]] = {"one_euro": OneEuroFilter, "kalman": KalmanFilter}
-FILTER_KINDS: tuple[str, ...] = ("none", *_FILTER_CLASSES)
-"""Kinds accepted by :func:`make_filter`."""
-
-
-def make_filter(kind: str, **params: float) -> PoseFilter | None:
-    """A filter by kind name: ``"none"`` -> None (no filtering), ``"one_euro"`` -> :class:`OneEuroFilter`,
-    ``"kalman"`` -> :class:`KalmanFilter`, with that class's keyword parameters (units in their names).
-
-    Raises:
-        ValueError: unknown kind (the message lists the kinds), unknown parameter (the message lists the
-            kind's parameters), or a parameter value out of range.
-    """
-    if kind == "none":
-        if params:
-            raise ValueError(f"filter kind 'none' takes no parameters, got {sorted(params)}")
-        return None
-    cls = _FILTER_CLASSES.get(kind)
-    if cls is None:
-        raise ValueError(f"filter kind: expected one of {list(FILTER_KINDS)}, got {kind!r}")
-    accepted = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"filter kind {kind!r}: unknown parameter(s) {unknown}; expected some of {accepted}")
-    return cls(**params)
-
-
-def bench_filter(kind: str, keypoints: int = 20, n: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Time ``update`` and ``predict`` of a filter made by ``make_filter(kind)`` with default parameters.
-
-    Feeds ``n`` poses of ``keypoints`` keypoints at ~200 Hz (jittered timestamps, a smooth random
-    trajectory plus 1 mm noise, 5% of keypoints invalid per frame). The first 50 updates are not timed.
-
-    Returns:
-        ``{"kind", "keypoints", "n", "median_us", "p99_us", "predict_median_us"}``; ``median_us`` and
-        ``p99_us`` are per ``update`` call (µs), ``predict_median_us`` per ``predict(0.02)`` call. All zero
-        for kind ``"none"``.
-    """
-    filt = make_filter(kind)
-    result: dict[str, Any] = {"kind": kind, "keypoints": keypoints, "n": n, "median_us": 0.0, "p99_us": 0.0,
-                              "predict_median_us": 0.0}
-    if filt is None:
-        return result
-    rng = np.random.default_rng(seed)
-    t_ns = np.cumsum(rng.integers(4_000_000, 6_000_000, size=n))
-    xyz = np.cumsum(rng.normal(0.0, 0.5, size=(n, keypoints, 3)), axis=0)
-    xyz += rng.normal(0.0, 1.0, size=xyz.shape)
-    valid = rng.random((n, keypoints)) > 0.05
-    warmup = min(50, n // 10)
-    upd_ns = np.zeros(n, np.int64)
-    pred_ns = np.zeros(n, np.int64)
-    clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        filt.update(int(t_ns[i]), xyz[i], valid[i])
-        t1 = clock()
-        filt.predict(0.02)
-        t2 = clock()
-        upd_ns[i], pred_ns[i] = t1 - t0, t2 - t1
-    upd_us, pred_us = upd_ns[warmup:] * 1e-3, pred_ns[warmup:] * 1e-3
-    result.update(median_us=round(float(np.median(upd_us)), 2),
-                  p99_us=round(float(np.percentile(upd_us, 99)), 2),
-                  predict_median_us=round(float(np.median(pred_us)), 2))
-    return result

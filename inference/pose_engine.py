@@ -45,8 +45,9 @@ from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import CameraStores
 from rigstream.framestore import FrameStore
 from rigstream.inference.actions import ActionRunner, Chain
-from rigstream.inference.engines import Engine, open_engine
-from rigstream.inference.filters import PoseFilter, make_filter
+from rigstream.inference.backends import make_filter, open_engine
+from rigstream.inference.engines import Engine
+from rigstream.inference.filters import PoseFilter
 from rigstream.inference.keypoint_files import points3d_columns
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform

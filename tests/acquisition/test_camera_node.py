@@ -28,7 +28,7 @@ from rigstream.acquisition.camera import Camera
 from rigstream.acquisition.camera_node import CameraNode
 from rigstream.acquisition.sim_camera import SimCamera, TruthRenderer, trigger_line
 from rigstream.config import RigConfig
-from rigstream.firmware.pins import make_pins
+from rigstream.firmware.backends import make_pins
 from rigstream.firmware.trigger import TriggerDaemon
 from rigstream.frames import CameraStores
 from rigstream.framestore import StoreCursor, frame_header

@@ -15,8 +15,8 @@ import msgspec
 import numpy as np
 import pytest
 
+from rigstream.acquisition.backends import make_camera
 from rigstream.acquisition.camera import Camera, CameraError, CameraState
-from rigstream.acquisition.camera_node import make_camera
 from rigstream.acquisition.pyspin_camera import PySpinCamera, list_cameras
 from rigstream.config import RigConfig, load_rig
 from tests.conftest import small_rig

@@ -38,7 +38,7 @@ from rigstream.acquisition.sim_camera import (
 )
 from rigstream.app.session import demo_rig
 from rigstream.config import CameraConfig, ConfigError, RigConfig, parse_rig
-from rigstream.firmware.pins import make_pins
+from rigstream.firmware.backends import make_pins
 from rigstream.firmware.trigger import TriggerDaemon
 from rigstream.inference.keypoint_files import write_points3d_csv
 from rigstream.inference.simdata import pose2d_errors, pose3d_errors

@@ -16,7 +16,8 @@ import zmq
 
 from rigstream import transport
 from rigstream.config import CameraConfig, RigConfig, SyncLineConfig, TriggerConfig
-from rigstream.firmware.pins import PinBackend, make_pins
+from rigstream.firmware.backends import make_pins
+from rigstream.firmware.pins import PinBackend
 from rigstream.firmware.trigger import TriggerDaemon
 from rigstream.protocol import Command, Reply
 

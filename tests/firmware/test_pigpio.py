@@ -10,7 +10,8 @@ import zmq
 
 from rigstream.config import ConfigError
 from rigstream.firmware.pigpio_pins import PigpioPins
-from rigstream.firmware.pins import PinError, make_pins
+from rigstream.firmware.backends import make_pins
+from rigstream.firmware.pins import PinError
 from rigstream.firmware.trigger import TriggerDaemon
 
 from . import fake_pigpio

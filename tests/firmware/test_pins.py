@@ -8,7 +8,8 @@ import zmq
 
 from rigstream import protocol, transport
 from rigstream.config import ConfigError
-from rigstream.firmware.pins import PinError, SimPins, make_pins
+from rigstream.firmware.backends import make_pins
+from rigstream.firmware.pins import PinError, SimPins
 
 from .conftest import make_rig, wait_for
 

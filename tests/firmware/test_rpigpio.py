@@ -10,7 +10,8 @@ import pytest
 import zmq
 
 from rigstream.config import ConfigError
-from rigstream.firmware.pins import PinError, make_pins
+from rigstream.firmware.backends import make_pins
+from rigstream.firmware.pins import PinError
 from rigstream.firmware.rpigpio import RPiGPIOPins
 from rigstream.firmware.trigger import TriggerDaemon
 

@@ -26,7 +26,8 @@ import pytest
 import zmq
 
 from rigstream.config import CameraConfig, RigConfig, SyncLineConfig, TriggerConfig
-from rigstream.firmware.pins import SimPins, make_pins
+from rigstream.firmware.backends import make_pins
+from rigstream.firmware.pins import SimPins
 from rigstream.firmware.trigger import TriggerDaemon
 
 from .fake_rpigpio import FakeGPIO

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from rigstream.inference.engines import OnnxRuntimeEngine, open_engine
+from rigstream.inference.backends import open_engine
+from rigstream.inference.engines import OnnxRuntimeEngine
 from rigstream.inference.modeldir import ModelError, load_model
 
 

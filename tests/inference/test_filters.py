@@ -7,14 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from rigstream.inference.filters import (
-    FILTER_KINDS,
-    KalmanFilter,
-    OneEuroFilter,
-    PoseFilter,
-    bench_filter,
-    make_filter,
-)
+from rigstream.inference.backends import FILTER_KINDS, make_filter
+from rigstream.inference.bench3d import bench_filter
+from rigstream.inference.filters import KalmanFilter, OneEuroFilter, PoseFilter
 
 FRAME_NS = 5_000_000  # 200 Hz
 

@@ -14,7 +14,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from rigstream.inference.engines import OnnxRuntimeEngine, open_engine
+from rigstream.inference.backends import open_engine
+from rigstream.inference.engines import OnnxRuntimeEngine
 from rigstream.inference.modeldir import ModelError, load_model, sha256_file, write_card
 from rigstream.inference.trt_engine import (
     CACHE_ENV,
