@@ -557,7 +557,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from rigstream.inference.calibrate import calibrate_main
+    from rigstream.app.calibrate_cmd import calibrate_main
 
     return calibrate_main(args, camera_pairs(args.sources, "SOURCE", "back=calib/back or back=back.mp4"))
 

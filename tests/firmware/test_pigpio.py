@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from rigstream.config import ConfigError
-from rigstream.firmware.pigpio_pins import PigpioPins
 from rigstream.firmware.backends import make_pins
+from rigstream.firmware.pigpio_pins import PigpioPins
 from rigstream.firmware.pins import PinError
 from rigstream.firmware.trigger import TriggerDaemon
 

@@ -218,12 +218,12 @@ def test_an_output_that_cannot_be_written_fails_before_the_detection(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The calibration and its report are written after minutes of detection: a report folder
     that is missing, or an --out that is a folder, fails at once with one line."""
-    from rigstream.inference import calibrate as calibrate_module
+    from rigstream.app import calibrate_cmd
 
     def no_detection(*args: object, **kwargs: object) -> None:
         raise AssertionError("detection started before the outputs were checked")
 
-    monkeypatch.setattr(calibrate_module, "detect_sources", no_detection)
+    monkeypatch.setattr(calibrate_cmd, "detect_sources", no_detection)
     (tmp_path / "a").mkdir()
     args = ["calibrate", f"a={tmp_path / 'a'}", "--board", "charuco:7x5:30:22:4x4_50"]
     report = tmp_path / "gone" / "r.json"
