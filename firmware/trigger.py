@@ -61,6 +61,10 @@ that arrives while the line is still high cannot make an edge of its own on the 
 joins the pulse on the line (``merged``: the reply's ``index`` and ``t_edge_ns`` are that
 pulse's), which stays high until the later of the two falls; merged commands are counted
 (``ttl_merged`` in the status) and logged with the pulse's falling edge.
+
+Length: one job, the daemon (its control socket, the pulse train's hot loop, the TTL
+line); over 600 lines because the three share the pins, the publisher and the state, and
+read best side by side. The CURVE server it uses is in :mod:`rigstream.transport`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ all corners of the views used, dropped outliers included), frames and corners us
 intrinsics-only error, and the aniposelib-style triangulated error (:func:`board_error`).
 
 Lengths are in board units (mm for our boards).
+
+Length: one job in stages (the four above, then the report); over 600 lines because the
+stages read in order here and share the problem's layout.
 """
 
 from __future__ import annotations

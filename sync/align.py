@@ -49,6 +49,9 @@ Fitting (:func:`fit_mapping`)
 ``drift_ppm`` of a mapping is ``max |S'(x) / s|`` over the matched span, in ppm: how far the
 local clock rate strays from the session's mean rate (not the rate's offset from nominal,
 which is in ``scale``).
+
+Length: one job in stages (match, fit, the mapping and its file); over 600 lines because
+the stages read in order here and share the fit's data.
 """
 
 from __future__ import annotations

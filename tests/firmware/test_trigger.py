@@ -136,8 +136,10 @@ def test_deadlines_do_not_accumulate_error_at_1khz(harness: Harness) -> None:
     # The schedule (the least-late pulse of every block of 20) lies on that line. Not every
     # pulse does: on a loaded machine the thread can be held up for tens of milliseconds and
     # the pulses after it catch up late (a CI run saw the median pulse 22.6 ms behind).
+    # The test is that it is a line, not where the fit put it: once under full-suite load every
+    # block's least-late pulse sat 79.23 ms (+-1 us) below the fitted line, a constant offset.
     envelope = residual.reshape(-1, 20).min(axis=1)
-    assert np.median(np.abs(envelope)) < 1_000_000
+    assert np.median(np.abs(envelope - np.median(envelope))) < 1_000_000
 
 
 class StallingPins(SimPins):
