@@ -23,6 +23,9 @@ prediction ``predict_ms`` past the pulse).
 
 Setup problems (a corrupt model file, keypoints that differ from the rig file's, a camera
 image the model cannot take) raise :class:`PoseSetupError` before anything runs.
+
+Length: one job in stages (sets, preprocessing, inference, 2D, 3D, rules and their actions,
+publishing and tables); just over 600 lines, each stage a method, read in order.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import CameraStores
 from rigstream.framestore import FrameStore
 from rigstream.inference.actions import ActionRunner, Chain
+from rigstream.inference.anipose_csv import points3d_columns
 from rigstream.inference.backends import make_filter, open_engine
 from rigstream.inference.engines import Engine
 from rigstream.inference.filters import PoseFilter
-from rigstream.inference.keypoint_files import points3d_columns
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
 from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
@@ -588,7 +591,7 @@ _IDENTITY_CENTER = ["1", "0", "0", "0", "1", "0", "0", "0", "1", "0", "0", "0"]
 
 def _points3d_row(xyz: np.ndarray, error: np.ndarray, ncams: np.ndarray, score: np.ndarray,
                   fnum: int, extra: tuple[int, ...]) -> list[str]:
-    """One row of anipose's 3D CSV (see keypoint_files.points3d_columns); NaN as empty cells."""
+    """One row of anipose's 3D CSV (see anipose_csv.points3d_columns); NaN as empty cells."""
     row: list[str] = []
     for k in range(xyz.shape[0]):
         if ncams[k] == 0 or not np.isfinite(xyz[k]).all():

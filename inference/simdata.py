@@ -120,7 +120,7 @@ def pose3d_errors(rig: Any, points_csv: Path) -> dict[str, Any]:
     the simulated animal at each pulse, mm; the calibration must be in the simulated world's
     frame (the simulated rig's is)."""
     from rigstream.acquisition.sim_camera import sim_pose_times_s
-    from rigstream.inference.keypoint_files import read_points3d_csv
+    from rigstream.inference.anipose_csv import read_points3d_csv
 
     pts = read_points3d_csv(points_csv)
     if len(pts.frames) == 0:

@@ -420,7 +420,8 @@ def triangulate_files(calibration_path: str | Path, files: dict[str, str | Path]
     Raises InputError subclasses for a missing camera, differing keypoints, a file no
     keypoint of which has a detection, or fewer than two files.
     """
-    from rigstream.inference.keypoint_files import align_cameras, read_keypoints_2d, write_points3d_csv
+    from rigstream.inference.anipose_csv import write_points3d_csv
+    from rigstream.inference.keypoint_files import align_cameras, read_keypoints_2d
 
     if len(files) < 2:
         raise TriangulationError(f"triangulation needs two or more cameras' files, got {len(files)}")

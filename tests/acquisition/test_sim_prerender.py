@@ -40,7 +40,7 @@ from rigstream.app.session import demo_rig
 from rigstream.config import CameraConfig, ConfigError, RigConfig, parse_rig
 from rigstream.firmware.backends import make_pins
 from rigstream.firmware.trigger import TriggerDaemon
-from rigstream.inference.keypoint_files import write_points3d_csv
+from rigstream.inference.anipose_csv import write_points3d_csv
 from rigstream.inference.simdata import pose2d_errors, pose3d_errors
 from rigstream.protocol import Command, Edge
 from rigstream.transport import Publisher

@@ -15,7 +15,7 @@ from rigstream.acquisition.video import read_frames
 from rigstream.app.cli import main
 from rigstream.calibration import Calibration
 from rigstream.config import load_rig
-from rigstream.inference.keypoint_files import read_points3d_csv
+from rigstream.inference.anipose_csv import read_points3d_csv
 
 pytestmark = pytest.mark.slow
 

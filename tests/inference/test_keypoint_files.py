@@ -10,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rigstream.inference.anipose_csv import points3d_columns, read_points3d_csv, write_points3d_csv
 from rigstream.inference.keypoint_files import (
     KeypointFileError,
     Keypoints2D,
     align_cameras,
-    points3d_columns,
     read_keypoints_2d,
-    read_points3d_csv,
-    write_points3d_csv,
 )
 from tests.conftest import SHARED_DATA
 

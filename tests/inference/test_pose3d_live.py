@@ -14,8 +14,8 @@ import zmq
 
 from rigstream import protocol
 from rigstream.calibration import Calibration
+from rigstream.inference.anipose_csv import read_points3d_csv
 from rigstream.inference.engines import Engine
-from rigstream.inference.keypoint_files import read_points3d_csv
 from rigstream.inference.pose_engine import PoseEngineNode, PoseSetupError, plan_pose
 from rigstream.protocol import FrameHeader, FrameSetHeader, Pose2D, Pose3D
 from rigstream.transport import Publisher, subscriber

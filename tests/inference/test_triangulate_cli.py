@@ -12,7 +12,7 @@ import pytest
 from rigstream.acquisition.sim_world import ring_of_cameras
 from rigstream.app.cli import main
 from rigstream.calibration import Calibration
-from rigstream.inference.keypoint_files import read_points3d_csv
+from rigstream.inference.anipose_csv import read_points3d_csv
 
 KP = ["snout", "ear", "tail"]
 CAMS = ["a", "b", "c", "d"]

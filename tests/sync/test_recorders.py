@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from rigstream.config import InputError
-from rigstream.sync.recorders import (
-    EdgeTimes,
-    RecorderFileError,
-    describe_open_ephys,
-    read_edge_file,
-    read_edges,
-    read_open_ephys,
-    read_pyphotometry,
-    units_from_name,
-)
+from rigstream.sync.edges import EdgeTimes, RecorderFileError
+from rigstream.sync.open_ephys import describe_open_ephys, read_open_ephys
+from rigstream.sync.recorders import read_edge_file, read_edges, read_pyphotometry, units_from_name
 from tests.conftest import SHARED_DATA
 
 OE_REAL = SHARED_DATA / "sync_openephys" / "v0.6.7_Binary"
