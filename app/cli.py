@@ -278,7 +278,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import os
     import secrets
 
-    from rigstream.app.monitor import is_loopback_host, run_monitor
+    from rigstream.app.monitor import run_monitor
+    from rigstream.app.monitor.security import is_loopback_host
 
     token = args.token if args.token is not None else os.environ.get("RIGSTREAM_MONITOR_TOKEN")
     if not token and not is_loopback_host(args.host):

@@ -25,17 +25,10 @@ import pytest
 import zmq
 
 from rigstream import protocol
-from rigstream.app.monitor import (
-    RING_FRAMES,
-    Monitor,
-    MonitorState,
-    ShownFrame,
-    encode_frame,
-    latency_histogram,
-    nice_ceiling,
-    rule_regions,
-    skeleton_for,
-)
+from rigstream.app.monitor import Monitor
+from rigstream.app.monitor.encode import encode_frame
+from rigstream.app.monitor.page import latency_histogram, nice_ceiling, rule_regions, skeleton_for
+from rigstream.app.monitor.state import RING_FRAMES, MonitorState, ShownFrame
 from rigstream.config import InputError, RigConfig, load_rig, with_overrides
 from rigstream.protocol import Command, Event, FrameHeader, Pose2D, Pose3D, Reply, Status
 from rigstream.transport import Publisher, bind_address

@@ -26,7 +26,7 @@ import zmq
 from rigstream import protocol
 from rigstream.acquisition.ringbuffer import ClipService, send_event
 from rigstream.acquisition.video import read_frames
-from rigstream.app.monitor import CLIP_INTERVAL_S, MAX_BODY_BYTES, TTLS_PER_S
+from rigstream.app.monitor.buttons import CLIP_INTERVAL_S, MAX_BODY_BYTES, TTLS_PER_S
 from rigstream.config import RigConfig, with_overrides
 from rigstream.protocol import Command, Event, Reply
 from rigstream.transport import bind_address
