@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -30,6 +30,7 @@ import zmq
 
 from rigstream import framestore, protocol
 from rigstream.config import ConfigError, InputError, RigConfig, with_overrides
+from rigstream.health import HEALTH, Latency, TriggerHealth, decode_health, kind_of
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
     AddressError,
@@ -49,14 +50,44 @@ class SessionError(RuntimeError):
     pass
 
 
-RESTARTABLE = ("pose", "monitor")
-"""Components restarted when they crash mid-session: consumers that are latest-wins and hold no
-frames (their files are appended to). A camera is not (its frame counter would restart, and a
-real camera that failed needs a person). A recorder that fails is reported and the session
-goes on without it (the cameras, clips and pose do not depend on it; its tables and videos end
-where it stopped). The ring buffer, assembler and trigger failing end the session, in order:
-the trigger stops, the cameras end their streams, every reader finishes what it holds, and
-summary.json names the failure (see :meth:`Session._component_failed`)."""
+class Role(NamedTuple):
+    """One kind of component in a session: how it is started and what its failure means."""
+
+    command: str
+    """The ``rigstream`` subcommand that runs it."""
+    on_failure: Literal["restart", "report", "stop"]
+    """``restart``: latest-wins consumers that hold no frames (their files are appended to), up to
+    MAX_RESTARTS times. ``report``: reported, and the session goes on without it (a camera: a
+    real one that failed needs a person, and its frame counter would restart; the recorder: the
+    cameras, clips and pose do not depend on it, its tables and videos end where it stopped).
+    ``stop``: the session stops in order (the trigger stops, the cameras end their streams,
+    every reader finishes what it holds, summary.json names the failure)."""
+    reads: Literal["source", "lossless", "by-index", "latest"]
+    """How it takes frames: it makes them (``source``), every index in order, by index on
+    request (clips), or the newest."""
+    cameras_wait: bool
+    """A camera node waits for its subscription before it writes (a lossless reader)."""
+    hears_pulses: bool
+    """It subscribes to the trigger's pulses (the trigger starts once they all have)."""
+    writes: bool
+    """It writes into the session folder (``--out``)."""
+    listens_control: bool = True
+    """It subscribes to the supervisor's control channel (the trigger is commanded instead)."""
+    when: Literal["always", "per camera", "pose", "monitor"] = "always"
+    """Whether the session has it: always, one per camera, with pose enabled, with a monitor."""
+
+
+COMPONENTS: dict[str, Role] = {
+    "trigger": Role("trigger", "stop", "source", False, False, False, listens_control=False),
+    "assembler": Role("assemble", "stop", "lossless", True, False, False),
+    "recorder": Role("record", "report", "lossless", True, True, True),
+    "ringbuffer": Role("ringbuffer", "stop", "by-index", True, False, True),
+    "pose": Role("pose", "restart", "latest", False, False, True, when="pose"),
+    "monitor": Role("monitor", "restart", "latest", False, False, False, when="monitor"),
+    "camera": Role("camera", "report", "source", False, True, False, when="per camera"),
+}
+"""Every kind of component a session runs (a camera's name is ``camera:NAME``), in start order;
+the session's plan, its failure handling and its readiness checks are read from this table."""
 
 MAX_RESTARTS = 3
 """Restarts of one component before its failure ends the session."""
@@ -76,14 +107,16 @@ finishing a large raw write on a loaded host takes seconds)."""
 class Component:
     name: str
     args: list[str]
-    listens_control: bool = True
+    role: Role
     proc: subprocess.Popen[bytes] | None = None
     last: Status | None = None
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    health: Any = None
+    """``last.stats`` decoded into its kind's struct (:mod:`rigstream.health`); None before."""
     restarts: int = 0
-    earlier: list[dict[str, Any]] = field(default_factory=list)
-    """The last stats of each process of this component that failed and was restarted."""
+    earlier: list[Any] = field(default_factory=list)
+    """The last health of each process of this component that failed and was restarted."""
 
 
 @dataclass
@@ -169,25 +202,25 @@ class Session:
     def _plan_components(self, rig_path: Path) -> None:
         common = ["--config", str(rig_path), "--run", self.run_dir,
                   "--status", self.status_address]
-        self.components["trigger"] = Component("trigger", ["trigger", *common],
-                                               listens_control=False)
-        self.components["assembler"] = Component("assembler", ["assemble", *common])
-        self.components["recorder"] = Component("recorder", ["record", *common,
-                                                             "--out", str(self.out)])
-        self.components["ringbuffer"] = Component("ringbuffer", ["ringbuffer", *common,
-                                                                 "--out", str(self.out)])
-        if self.pose_enabled:
-            self.components["pose"] = Component("pose", ["pose", *common, "--out", str(self.out)])
         mon = self.plan.monitor
-        if mon is not None:
-            self.components["monitor"] = Component(
-                "monitor", ["monitor", *common, "--port", str(mon.port), "--host", mon.host],
-                env={"RIGSTREAM_MONITOR_TOKEN": mon.token} if mon.token else {})
-        consumers = 3  # recorder, ring buffer, assembler
-        for cam in self.rig.cameras:
-            self.components[f"camera:{cam.name}"] = Component(
-                f"camera:{cam.name}",
-                ["camera", *common, "--name", cam.name, "--expect-subscribers", str(consumers)])
+        present = {"always": True, "per camera": True, "pose": self.pose_enabled,
+                   "monitor": mon is not None}
+        roles = {kind: role for kind, role in COMPONENTS.items() if present[role.when]}
+        waited_for = sum(role.cameras_wait for role in roles.values())
+        for kind, role in roles.items():
+            args = [role.command, *common, *(["--out", str(self.out)] if role.writes else [])]
+            if role.when == "per camera":
+                for cam in self.rig.cameras:
+                    name = f"{kind}:{cam.name}"
+                    self.components[name] = Component(
+                        name, [*args, "--name", cam.name, "--expect-subscribers", str(waited_for)], role)
+            elif kind == "monitor":
+                assert mon is not None
+                self.components[kind] = Component(
+                    kind, [*args, "--port", str(mon.port), "--host", mon.host], role,
+                    env={"RIGSTREAM_MONITOR_TOKEN": mon.token} if mon.token else {})
+            else:
+                self.components[kind] = Component(kind, args, role)
 
     def _start(self) -> None:
         logs = self.out / "logs"
@@ -223,14 +256,14 @@ class Session:
             self.failed[comp.name] = "the disk is full"  # meet it again
             self._disk_low(f"{comp.name} found the disk full")
             return
-        if comp.name in RESTARTABLE and self._recording and comp.restarts < MAX_RESTARTS:
+        if comp.role.on_failure == "restart" and self._recording and comp.restarts < MAX_RESTARTS:
             self._restart(comp, why)
             return
         if not self._recording:
             raise SessionError(f"component {comp.name} failed: {why}")
         first = why.splitlines()[0]
         self.failed[comp.name] = first
-        if not (comp.name.startswith("camera:") or comp.name == "recorder"):
+        if comp.role.on_failure != "report":
             logger.error("component %s failed; stopping the session in order: %s", comp.name, why)
             self.progress(f"!! {comp.name} failed: {first} (stopping the session in order)")
             self.fatal = self.fatal or f"{comp.name} failed: {first}"
@@ -252,8 +285,8 @@ class Session:
             comp.proc.kill()  # it reported an error but is still there
             comp.proc.wait(5)
         comp.restarts += 1
-        comp.earlier.append(dict(comp.last.stats) if comp.last else {})
-        comp.last = None
+        comp.earlier.append(comp.health if comp.health is not None else HEALTH[kind_of(comp.name)]())
+        comp.last = comp.health = None
         self.restarted.append({"component": comp.name, "t_s": round(time.monotonic() - self._t0, 3),
                                "why": first})
         self._launch(comp)
@@ -269,10 +302,16 @@ class Session:
             comp = self.components.get(st.component)
             if comp is not None:
                 comp.last = st
-                if comp.name == "monitor" and st.state == "ready" and st.stats.get("url"):
-                    if self.monitor_url != st.stats["url"]:
-                        self.progress(f"monitor: {st.stats['url']}")
-                    self.monitor_url = str(st.stats["url"])
+                if comp.name in COMPONENTS or comp.name.startswith("camera:"):
+                    try:
+                        comp.health = decode_health(comp.name, st.stats)
+                    except protocol.ProtocolError as err:
+                        self.status_malformed(err)  # the counts shown stay the last good ones
+                url = comp.health.url if comp.name == "monitor" and comp.health is not None else None
+                if url and st.state == "ready":
+                    if self.monitor_url != url:
+                        self.progress(f"monitor: {url}")
+                    self.monitor_url = url
                 if st.state == "error" and comp.name not in self.failed:
                     self._component_failed(comp, str(st.stats.get("error", "?")))
 
@@ -359,19 +398,21 @@ class Session:
         waiting = [c for c in self.components.values() if c.name != "trigger"]
         self._wait("components to be ready",
                    lambda: all(c.last is not None for c in waiting), 120)
-        listeners = sum(c.listens_control for c in self.components.values())
+        listeners = sum(c.role.listens_control for c in self.components.values())
         self._wait("components to listen to the control channel",
                    lambda: self.control.poll_subscriptions() >= listeners, 30)
-        pulse_listeners = len(self.rig.cameras) + 2  # cameras, recorder, supervisor
+        pulse_listeners = 1 + sum(c.role.hears_pulses for c in self.components.values())  # + ours
 
         def trigger_ready() -> bool:
             try:
                 data = self._trigger("status").data
             except TimeoutError:
                 return False
-            lines = data.get("line_subscribers", {})
-            sim_ok = self.rig.trigger.backend != "sim" or lines.get("trigger", 0) >= 1
-            return data.get("pulse_subscribers", 0) >= pulse_listeners and sim_ok
+            t = self._trigger_health(data)
+            if t is None:
+                return False
+            sim_ok = self.rig.trigger.backend != "sim" or t.line_subscribers.get("trigger", 0) >= 1
+            return t.pulse_subscribers >= pulse_listeners and sim_ok
 
         self._wait("the trigger daemon and its subscribers", trigger_ready, 30)
         logger.info("all components ready after %.1f s", time.monotonic() - t_launch)
@@ -420,9 +461,9 @@ class Session:
                 if self._finished(now, finishing):
                     break
         duration_s = time.monotonic() - t0
-        trigger_status = {**self._ask_trigger("status"), **self._ask_trigger("stop")}
+        trigger = self._trigger_health({**self._ask_trigger("status"), **self._ask_trigger("stop")})
         self._drain_pulses()
-        pulses_sent = int(trigger_status.get("pulses_sent", self.latest_pulse + 1))
+        pulses_sent = trigger.pulses_sent if trigger is not None else self.latest_pulse + 1
         push.close()
         self.control.send(Command(cmd="stop", args={"pulses": pulses_sent}))
         self._wait("components to finish",
@@ -430,7 +471,7 @@ class Session:
                                for c in waiting),
                    120 + self.rig.clip_window_max_s()[1])
         self.progress(self._progress_line(duration_s))
-        summary = self._summary(pulses_sent, duration_s, trigger_status)
+        summary = self._summary(pulses_sent, duration_s, trigger)
         if self.rig.neural_clock is not None:
             summary["neural_clock"] = self._neural_clock()
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -475,8 +516,7 @@ class Session:
 
     def _clips_pending(self) -> bool:
         """Whether the ring buffer, as of its last status, is still writing a clip."""
-        ring = self.components["ringbuffer"].last
-        return bool(ring is not None and ring.stats.get("clips_pending", 0))
+        return self._health("ringbuffer").clips_pending > 0
 
     def _publish_health(self, now: float) -> None:
         """Every component's latest status, for the monitor page (transport.health)."""
@@ -514,63 +554,74 @@ class Session:
         return {"kind": "sim", "aligned": True, "column": f"t_neural_{nc.units}",
                 "mapping": mapping.summary(), "error_vs_truth": score_alignment(self.out, sim)}
 
+    def _trigger_health(self, data: dict[str, Any]) -> TriggerHealth | None:
+        """The trigger daemon's status reply, typed; None for no reply or a malformed one (counted)."""
+        if not data:
+            return None
+        try:
+            return decode_health("trigger", data)
+        except protocol.ProtocolError as err:
+            self.status_malformed(err)
+            return None
+
+    def _health(self, name: str) -> Any:
+        """The component's last stats as its kind's struct (its defaults before any)."""
+        comp = self.components.get(name)
+        if comp is None or comp.health is None:
+            return HEALTH[kind_of(name)]()
+        return comp.health
+
     def _progress_line(self, t: float) -> str:
         parts = [f"t={t:5.1f}s pulses {self.latest_pulse + 1:6d}"]
         for cam in self.rig.cameras:
-            st = self.components[f"camera:{cam.name}"].last
-            s = st.stats if st else {}
-            parts.append(f"{cam.name} {s.get('frames', 0)} fr {s.get('dropped', 0)} drop")
-        asm = self.components["assembler"].last
-        a = asm.stats if asm else {}
-        parts.append(f"sets {a.get('framesets_complete', 0)}+{a.get('framesets_incomplete', 0)}"
-                     f" incomplete")
-        ring = self.components["ringbuffer"].last
-        parts.append(f"clips {ring.stats.get('clips_saved', 0) if ring else 0}")
+            c = self._health(f"camera:{cam.name}")
+            parts.append(f"{cam.name} {c.frames} fr {c.dropped} drop")
+        a = self._health("assembler")
+        parts.append(f"sets {a.framesets_complete}+{a.framesets_incomplete} incomplete")
+        parts.append(f"clips {self._health('ringbuffer').clips_saved}")
         if "pose" in self.components:
-            pose = self.components["pose"].last
-            p = pose.stats if pose else {}
-            parts.append(f"posed {p.get('framesets_posed', 0)} skipped {p.get('framesets_skipped', 0)}")
-            if "closed_loop" in p:
-                parts.append(f"fired {p['closed_loop'].get('firings', 0)}")
+            p = self._health("pose")
+            parts.append(f"posed {p.framesets_posed} skipped {p.framesets_skipped}")
+            if p.closed_loop is not None:
+                parts.append(f"fired {p.closed_loop.firings}")
         return " | ".join(parts)
 
     def _summary(self, pulses_sent: int, duration_s: float,
-                 trigger_status: dict[str, Any]) -> dict[str, Any]:
-        def stats(name: str) -> dict[str, Any]:
+                 trigger: TriggerHealth | None) -> dict[str, Any]:
+        def raw(name: str) -> dict[str, Any]:  # a component's whole last record, as sent
             st = self.components[name].last
             return dict(st.stats) if st else {}
 
-        rec, asm, ring = stats("recorder"), stats("assembler"), stats("ringbuffer")
-        cams = {c.name: stats(f"camera:{c.name}") for c in self.rig.cameras}
+        rec, asm, ring = self._health("recorder"), self._health("assembler"), self._health("ringbuffer")
+        cams = {c.name: self._health(f"camera:{c.name}") for c in self.rig.cameras}
         summary = {
             "rig": self.rig.name,
             "out": str(self.out),
             "duration_s": round(duration_s, 3),
             "rate_hz": self.rig.trigger.rate_hz,
             "pulses_sent": pulses_sent,
-            "sync_pulses_sent": trigger_status.get("sync_pulses_sent", 0),
-            "frames": rec.get("frames", {}),
-            "frames_dropped": rec.get("frames_dropped", {}),
-            "dropped_indices": rec.get("dropped_indices", {}),
-            "frames_overrun": rec.get("overruns", {}),
-            "overrun_indices": rec.get("overrun_indices", {}),
-            "frames_flagged": {c: s.get("flagged", 0) for c, s in cams.items()},
-            "framesets_complete": asm.get("framesets_complete", 0),
-            "framesets_incomplete": asm.get("framesets_incomplete", 0),
-            "framesets_mixed": asm.get("framesets_mixed", 0),
+            "sync_pulses_sent": trigger.sync_pulses_sent if trigger else 0,
+            "frames": rec.frames,
+            "frames_dropped": rec.frames_dropped,
+            "dropped_indices": rec.dropped_indices,
+            "frames_overrun": rec.overruns,
+            "overrun_indices": rec.overrun_indices,
+            "frames_flagged": {c: h.flagged for c, h in cams.items()},
+            "framesets_complete": asm.framesets_complete,
+            "framesets_incomplete": asm.framesets_incomplete,
+            "framesets_mixed": asm.framesets_mixed,
             # every clip saved (the ring buffer's status lists only its newest few)
             "clips": sorted(str(p.parent.relative_to(self.out)) for p in self.out.glob("clips/*/event.json")),
-            "clips_saved": ring.get("clips_saved", 0),
-            "trigger_late_max_us": trigger_status.get("late_max_us"),
-            "trigger_late_p99_us": trigger_status.get("late_p99_us"),
+            "clips_saved": ring.clips_saved,
+            "trigger_late_max_us": trigger.late_max_us if trigger else None,
+            "trigger_late_p99_us": trigger.late_p99_us if trigger else None,
             # Headers lost on their way to a consumer lose nothing (the stores are read by
             # index); these stay for consumers that still receive frames as messages.
-            "transport_seq_gaps": {"recorder": rec.get("seq_gaps", {}),
-                                   "assembler": asm.get("seq_gaps", {}),
-                                   "ringbuffer": ring.get("seq_gaps", {})},
-            "malformed": self._malformed(trigger_status),
-            "components": {"cameras": cams, "recorder": rec, "assembler": asm,
-                           "ringbuffer": ring},
+            "transport_seq_gaps": {"recorder": rec.seq_gaps, "assembler": asm.seq_gaps,
+                                   "ringbuffer": ring.seq_gaps},
+            "malformed": self._malformed(trigger),
+            "components": {"cameras": {c: raw(f"camera:{c}") for c in cams}, "recorder": raw("recorder"),
+                           "assembler": raw("assembler"), "ringbuffer": raw("ringbuffer")},
             "failure": self.fatal,
             "failed_components": dict(self.failed),
             "restarted_components": list(self.restarted),
@@ -578,15 +629,14 @@ class Session:
         if self.recorder_failed_s is not None:
             summary["recording_ended_early"] = self._recording_ended_early()
         if "monitor" in self.components:  # what the page's buttons sent, merged and refused
-            summary["monitor"] = {"buttons": stats("monitor").get("buttons", {}),
-                                  "url": self.monitor_url}
+            summary["monitor"] = {"buttons": self._health("monitor").buttons, "url": self.monitor_url}
         if "pose" in self.components:
-            summary["pose"] = self._pose_summary(stats("pose"))
-            summary["components"]["pose"] = stats("pose")
+            summary["pose"] = self._pose_summary(self._health("pose"))
+            summary["components"]["pose"] = raw("pose")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def _malformed(self, trigger_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def _malformed(self, trigger: TriggerHealth | None) -> dict[str, dict[str, Any]]:
         """Messages refused by each component (every ``*malformed*`` count in its last status),
         the trigger daemon's and the supervisor's own; a component that refused none is left
         out."""
@@ -596,8 +646,8 @@ class Session:
             found = {k: v for k, v in st.items() if "malformed" in k and v}
             if found:
                 out[comp.name] = found
-        if trigger_status.get("malformed"):
-            out["trigger"] = {"malformed": trigger_status["malformed"]}
+        if trigger is not None and trigger.malformed:
+            out["trigger"] = {"malformed": trigger.malformed}
         counters = (("status", self.status_malformed), ("pulses", self.pulse_malformed))
         own = {k: c.as_dict() for k, c in counters if c.total}
         if own:
@@ -623,36 +673,36 @@ class Session:
                 "note": "the recorder failed: frames.csv, pulses.csv and the videos end here; "
                         "later frames are only in the clips and the pose tables"}
 
-    def _pose_summary(self, p: dict[str, Any]) -> dict[str, Any]:
+    def _pose_summary(self, p: Any) -> dict[str, Any]:
+        earlier = self.components["pose"].earlier
         out = {
-            "model": p.get("model"), "engine": p.get("engine"), "input": p.get("input"),
+            "model": p.model, "engine": p.engine, "input": p.input,
             # counted over every process of a restarted engine (the latencies are the last one's)
-            **{k: p.get(k, 0) + sum(e.get(k, 0) for e in self.components["pose"].earlier)
+            **{k: getattr(p, k) + sum(getattr(e, k) for e in earlier)
                for k in ("framesets_posed", "framesets_skipped", "out_of_order")},
-            "processes": 1 + len(self.components["pose"].earlier),
-            "latency_pulse_to_pose2d_ms": p.get("latency_ms", {}),
-            "stage_ms": p.get("stage_ms", {}),
+            "processes": 1 + len(earlier),
+            "latency_pulse_to_pose2d_ms": msgspec.to_builtins(p.latency_ms),
+            "stage_ms": msgspec.to_builtins(p.stage_ms),
         }
         pose_csv = self.out / "pose2d.csv"
         if pose_csv.is_file() and all(c.backend == "sim" for c in self.rig.cameras):
             from rigstream.inference.simdata import pose2d_errors
 
             out["error_2d_vs_truth"] = pose2d_errors(self.rig, pose_csv)
-        if "pose3d" in p:
-            out["pose3d"] = self._pose3d_summary(p["pose3d"])
-        if "rules" in p:
-            out["rules"] = p["rules"]
-            out["closed_loop"] = p.get("closed_loop", {})
+        if p.pose3d is not None:
+            out["pose3d"] = self._pose3d_summary(p.pose3d)
+        if p.rules:
+            out["rules"] = msgspec.to_builtins(p.rules)
+            out["closed_loop"] = msgspec.to_builtins(p.closed_loop) if p.closed_loop else {}
         return out
 
-    def _pose3d_summary(self, p3: dict[str, Any]) -> dict[str, Any]:
+    def _pose3d_summary(self, p3: Any) -> dict[str, Any]:
         out = {
-            "framesets": p3.get("framesets", 0), "points": p3.get("points", 0),
-            "cameras": p3.get("cameras"), "keypoints": p3.get("keypoints"),
-            "filter": p3.get("filter"), "predict_ms": p3.get("predict_ms"),
-            "triangulate_ms": p3.get("stage_ms", {}).get("triangulate", {}),
-            "filter_ms": p3.get("stage_ms", {}).get("filter", {}),
-            "latency_pulse_to_pose3d_ms": p3.get("latency_ms", {}),
+            "framesets": p3.framesets, "points": p3.points, "cameras": p3.cameras,
+            "keypoints": p3.keypoints, "filter": p3.filter, "predict_ms": p3.predict_ms,
+            "triangulate_ms": msgspec.to_builtins(p3.stage_ms.get("triangulate", Latency())),
+            "filter_ms": msgspec.to_builtins(p3.stage_ms.get("filter", Latency())),
+            "latency_pulse_to_pose3d_ms": msgspec.to_builtins(p3.latency_ms),
         }
         if all(c.backend == "sim" for c in self.rig.cameras):
             from rigstream.inference.simdata import pose3d_errors
