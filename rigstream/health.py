@@ -219,6 +219,45 @@ HEALTH: dict[str, type[_Health]] = {
 """A component's kind (its name, or ``camera`` for ``camera:NAME``) -> the struct of its stats."""
 
 
+class ComponentState(msgspec.Struct, kw_only=True):
+    state: str = "?"
+    stats: dict[str, Any] = {}
+
+
+class SessionHealth(msgspec.Struct, kw_only=True):
+    """The supervisor's health message (``transport.health``, for the monitor page): the session's
+    time and pulses, each component's state and last stats, and what failed or was restarted.
+    :meth:`decoded` gives the components' stats as their structs."""
+
+    t_s: float | None = None
+    pulses: int | None = None
+    rate_hz: float | None = None
+    components: dict[str, ComponentState] = {}
+    failed: dict[str, str] = {}
+    restarts: dict[str, int] = {}
+
+    def decoded(self) -> tuple[dict[str, Any], list[ProtocolError]]:
+        """Each component's stats as its kind's struct, and the errors of those that did not fit
+        (left out)."""
+        out: dict[str, Any] = {}
+        errors: list[ProtocolError] = []
+        for name, comp in self.components.items():
+            if kind_of(name) in HEALTH:
+                try:
+                    out[name] = decode_health(name, comp.stats)
+                except ProtocolError as err:
+                    errors.append(err)
+        return out, errors
+
+
+def decode_session_health(stats: dict[str, Any]) -> SessionHealth:
+    """The supervisor's health stats as :class:`SessionHealth`; ProtocolError if they do not fit."""
+    try:
+        return msgspec.convert(stats, SessionHealth, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("invalid-contents", f"session health: {exc}") from None
+
+
 def kind_of(component: str) -> str:
     """``camera:cam0`` -> ``camera``; every other component is its own kind."""
     return component.split(":", 1)[0]

@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from rigstream.app.monitor.page import json_safe, latency_histogram, model_card_info, rig_rules, skeleton_for
 from rigstream.config import RigConfig
+from rigstream.health import SessionHealth, decode_session_health
 from rigstream.latency import latency_stats
 from rigstream.protocol import Event, FrameHeader, Pose2D, Pose3D, Status
 
@@ -179,7 +181,9 @@ class MonitorState:
         self.latency_3d_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self.latency_ttl_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._ttl_seen: collections.deque[tuple[str, int]] = collections.deque(maxlen=200)
-        self.health: dict[str, Any] | None = None
+        self.health: SessionHealth | None = None
+        self.components: dict[str, Any] = {}
+        """Each component's last stats from the health message, as its struct (rigstream.health)."""
         self.t_health: float | None = None
         self._frame_history: collections.deque[tuple[float, dict[str, int]]] = collections.deque(maxlen=5)
         self.rule_firings: collections.Counter[str] = collections.Counter()
@@ -260,41 +264,46 @@ class MonitorState:
                          f"{what or 'no actions'}; pulse -> decision {total:.1f} ms)")
 
     def add_health(self, status: Status) -> None:
-        stats = status.stats
+        """Take the supervisor's health message; ProtocolError (counted by the receiver) for one
+        that does not fit its schema, after keeping every component's stats that did."""
+        health = decode_session_health(status.stats)
+        comps, errors = health.decoded()
         now = time.monotonic()
-        frames = {c: _count(_get(stats, "components", f"camera:{c}", "stats", "frames"))
-                  for c in self.cameras}
+        frames = {c: comps[f"camera:{c}"].frames if f"camera:{c}" in comps else -1 for c in self.cameras}
         with self.lock:
-            self.health = stats
+            self.health = health
+            self.components = comps
             self.t_health = now
-            t_s = stats.get("t_s")
-            if isinstance(t_s, (int, float)):
-                if self._frame_history and t_s < self._frame_history[-1][0]:
+            if health.t_s is not None:
+                if self._frame_history and health.t_s < self._frame_history[-1][0]:
                     self._frame_history.clear()  # a new session
-                self._frame_history.append((float(t_s), frames))
-        self._log_health_changes(stats)
+                self._frame_history.append((health.t_s, frames))
+        self._log_health_changes(health, comps)
+        if errors:
+            raise errors[0]
 
-    def _log_health_changes(self, stats: dict[str, Any]) -> None:
-        ring = _dict(_get(stats, "components", "ringbuffer", "stats"))
-        clips = ring["clips"] if isinstance(ring.get("clips"), list) else []
-        saved = _count(ring.get("clips_saved", len(clips)))  # it lists only its newest
-        if saved < self._clips_logged:  # a new session
-            self._clips_logged = 0
-        new = min(max(saved - self._clips_logged, 0), len(clips))
-        for path in clips[len(clips) - new:]:
-            self.log("clip", f"clip saved: {_short_path(path)}")
-        self._clips_logged = max(saved, self._clips_logged)
-        for name, why in _dict(stats.get("failed")).items():
+    def _log_health_changes(self, health: SessionHealth, comps: dict[str, Any]) -> None:
+        ring = comps.get("ringbuffer")
+        if ring is not None:
+            saved = ring.clips_saved  # it lists only its newest clips
+            if saved < self._clips_logged:  # a new session
+                self._clips_logged = 0
+            new = min(max(saved - self._clips_logged, 0), len(ring.clips))
+            for path in ring.clips[len(ring.clips) - new:]:
+                self.log("clip", f"clip saved: {_short_path(path)}")
+            self._clips_logged = max(saved, self._clips_logged)
+        for name, why in health.failed.items():
             if self._failed_seen.get(name) != why:
                 self._failed_seen[name] = why
                 self.log("failed", f"{name} failed: {why}")
-        for name, n in _dict(stats.get("restarts")).items():
+        for name, n in health.restarts.items():
             if n != self._restarts_seen.get(name, 0):
                 self._restarts_seen[name] = n
                 self.log("failed", f"{name} restarted ({n} time{'s' if n != 1 else ''})")
-        recent = _get(stats, "components", "pose", "stats", "closed_loop", "recent", default=[]) or []
+        pose = comps.get("pose")
+        recent = pose.closed_loop.recent if pose is not None and pose.closed_loop is not None else []
         with self.lock:
-            for item in (_dict(i) for i in (recent if isinstance(recent, list) else [])):
+            for item in (_dict(i) for i in recent):
                 key = (str(item.get("rule")), _count(item.get("trigger_index")))
                 total = item.get("total_ms")
                 if key in self._ttl_seen or "ttl" not in (item.get("actions") or []):
@@ -362,69 +371,81 @@ class MonitorState:
         """What ``/api/state`` returns (JSON-safe)."""
         now = time.monotonic()
         with self.lock:
-            health = self.health or {}
+            health, comps = self.health, self.components
             t_health = self.t_health
             history = list(self._frame_history)
             lat3d, latttl = list(self.latency_3d_ms), list(self.latency_ttl_ms)
             events = list(self.events)[-EVENTS_SHOWN:][::-1]
             pose3d = self.pose3d
             # the feeds change under the receive loop: read them under the lock
-            cameras = {c: self._camera_view(c, health, history, now) for c in self.cameras}
-        pose_stats = _dict(_get(health, "components", "pose", "stats"))
-        closed_loop = _dict(pose_stats.get("closed_loop"))
+            cameras = {c: self._camera_view(c, health, comps, history, now) for c in self.cameras}
+        pose = comps.get("pose")
+        loop = pose.closed_loop if pose is not None else None
         state = {
             "t_s": round(now - self.t0, 3),
             "session": self._session_view(health, t_health, now),
             "cameras": cameras,
             "pose": {
-                "posed": pose_stats.get("framesets_posed"),
-                "skipped": pose_stats.get("framesets_skipped"),
-                "pulse_to_pose2d_ms": pose_stats.get("latency_ms"),
+                "posed": pose.framesets_posed if pose is not None else None,
+                "skipped": pose.framesets_skipped if pose is not None else None,
+                "pulse_to_pose2d_ms": msgspec.to_builtins(pose.latency_ms) if pose is not None else None,
                 "pulse_to_pose3d_ms": latency_stats(lat3d, count=True),
-                "pulse_to_ttl_ms": closed_loop.get("pulse_to_ttl_ms") or latency_stats(latttl, count=True),
-                "pulse_to_action_ms": closed_loop.get("pulse_to_action_ms"),
+                # the engine's own figure once it has one, else the firings the monitor saw
+                "pulse_to_ttl_ms": (msgspec.to_builtins(loop.pulse_to_ttl_ms)
+                                    if loop is not None and loop.pulse_to_ttl_ms.n
+                                    else latency_stats(latttl, count=True)),
+                "pulse_to_action_ms": (msgspec.to_builtins(loop.pulse_to_action_ms) if loop is not None
+                                       else None),
                 "last_pose3d_index": pose3d.trigger_index if pose3d is not None else None,
             },
             "histogram": latency_histogram({"pulse_to_pose3d": lat3d, "pulse_to_ttl": latttl}),
-            "rules": self._rules_view(_dict(pose_stats.get("rules"))),
+            "rules": self._rules_view(pose.rules if pose is not None else {}),
             "events": events,
             "edges": self.edges_for(pose3d.keypoints) if pose3d is not None else [],
         }
         return json_safe(state)
 
-    def _session_view(self, health: dict[str, Any], t_health: float | None, now: float) -> dict[str, Any]:
-        comps = _dict(health.get("components"))
+    def _session_view(self, health: SessionHealth | None, t_health: float | None,
+                      now: float) -> dict[str, Any]:
+        h = health or SessionHealth()
         return {
             "seen": t_health is not None,
             "age_s": round(now - t_health, 2) if t_health is not None else None,
-            "t_s": health.get("t_s"), "pulses": health.get("pulses"), "rate_hz": health.get("rate_hz"),
-            "components": {k: str(_dict(v).get("state", "?")) for k, v in comps.items()},
-            "failed": _dict(health.get("failed")), "restarts": _dict(health.get("restarts")),
+            "t_s": h.t_s, "pulses": h.pulses, "rate_hz": h.rate_hz,
+            "components": {k: v.state for k, v in h.components.items()},
+            "failed": dict(h.failed), "restarts": dict(h.restarts),
         }
 
-    def _camera_view(self, camera: str, health: dict[str, Any], history: list[tuple[float, dict[str, int]]],
-                     now: float) -> dict[str, Any]:
-        comp = _dict(_get(health, "components", f"camera:{camera}"))
-        stats = _dict(comp.get("stats"))
-        fill = _get(health, "components", "ringbuffer", "stats", "ring_fill", camera)
+    def _camera_view(self, camera: str, health: SessionHealth | None, comps: dict[str, Any],
+                     history: list[tuple[float, dict[str, int]]], now: float) -> dict[str, Any]:
+        name = f"camera:{camera}"
+        state = health.components[name].state if health is not None and name in health.components else None
+        cam = comps.get(name)
+        ring = comps.get("ringbuffer")
         feed = self.feeds[camera]
         return {
-            "state": comp.get("state"), "fps": _fps(history, camera), "frames": stats.get("frames"),
-            "dropped": stats.get("dropped"), "last_index": stats.get("last_index"), "ring_fill": fill,
+            "state": state, "fps": _fps(history, camera),
+            "frames": cam.frames if cam is not None else None,
+            "dropped": cam.dropped if cam is not None else None,
+            "last_index": cam.last_index if cam is not None else None,
+            "ring_fill": ring.ring_fill.get(camera) if ring is not None else None,
             "monitor_fps": feed.rx_fps(now), "monitor_frames": feed.received,
             "monitor_newest": feed.newest_index, "ended": feed.ended,
         }
 
     def _rules_view(self, stats: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each of the rig's rules with the engine's state of it (RuleHealth), or what the
+        monitor counted from the rule events before the engine reported."""
         out = []
         for rule in rig_rules(self.rig):
             name = rule["name"]
-            st = _dict(stats.get(name))
+            st = stats.get(name)
             out.append({
                 "name": name, "kind": rule["kind"], "actions": rule["actions"],
-                "fired": st.get("fired", self.rule_firings.get(name, 0)),
-                "last_trigger_index": st.get("last_trigger_index", self.rule_last.get(name)),
-                "armed": st.get("armed"), "active": st.get("active"),
+                "fired": st.fired if st is not None else self.rule_firings.get(name, 0),
+                "last_trigger_index": st.last_trigger_index if st is not None else self.rule_last.get(name),
+                "armed": st.armed if st is not None else None,
+                "active": st.active if st is not None else None,
             })
         return out
 
@@ -460,14 +481,6 @@ def _short_path(path: str) -> str:
     """The last two parts of a path (``clips/clip_001_n155``)."""
     parts = str(path).replace("\\", "/").rstrip("/").split("/")
     return "/".join(parts[-2:])
-
-
-def _get(d: Any, *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return default
-        d = d[k]
-    return d
 
 
 def _fps(history: list[tuple[float, dict[str, int]]], camera: str) -> float | None:

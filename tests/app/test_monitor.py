@@ -177,8 +177,9 @@ def _health(t_s: float, frames: int, **extra: Any) -> Status:
     comps = {f"camera:{c}": {"state": "running",
                              "stats": {"frames": frames, "dropped": 2, "last_index": frames}}
              for c in ("cam0", "cam1")}
+    clips = extra.pop("clips", [])
     comps["ringbuffer"] = {"state": "running", "stats": {"ring_fill": {"cam0": 0.25, "cam1": 0.5},
-                                                         "clips": extra.pop("clips", [])}}
+                                                         "clips": clips, "clips_saved": len(clips)}}
     comps["pose"] = {"state": "running", "stats": {
         "framesets_posed": 40, "framesets_skipped": 7, "latency_ms": {"p50": 30.0, "p99": 45.0},
         "rules": {"reach": {"fired": 3, "last_trigger_index": 90, "armed": False, "active": True}},
@@ -337,11 +338,22 @@ def test_malformed_messages_are_counted_and_the_monitor_keeps_running(rig: Rig) 
     assert sum(malformed["frames"].values()) == 2
     assert malformed["poses"] == {"unknown-type": 1}
     assert malformed["rule_events"] == {"undecodable": 1, "invalid-contents": 1}
-    assert malformed["health"] == {"unexpected-type": 1}
+    # a health message of the right type whose contents do not fit its schema is refused whole
+    assert malformed["health"] == {"unexpected-type": 1, "invalid-contents": 1}
     assert rig.thread.is_alive()
-    state = rig.state()  # the odd health is shown as far as it goes
-    assert state["session"]["components"] == {"camera:cam0": "?", "pose": "?"}
-    assert state["cameras"]["cam0"]["frames"] is None
+    state = rig.state()
+    assert state["session"]["seen"] is False and state["cameras"]["cam0"]["frames"] is None
+
+
+def test_a_component_whose_stats_do_not_fit_is_counted_and_the_rest_shown(rig: Rig) -> None:
+    health = _health(10.0, 1000)
+    health.stats["components"]["camera:cam1"]["stats"]["frames"] = "many"
+    rig.health.send(health)
+    assert _eventually(lambda: rig.state()["session"]["seen"])
+    state = rig.state()
+    assert state["cameras"]["cam0"]["frames"] == 1000 and state["cameras"]["cam1"]["frames"] is None
+    assert state["session"]["components"]["camera:cam1"] == "running"
+    assert rig.state()["monitor"]["malformed"]["health"] == {"invalid-contents": 1}
 
 
 def test_slow_clients_never_make_the_monitor_fall_behind(rig: Rig) -> None:
