@@ -110,7 +110,8 @@ def demo_trial(rate_hz: float, seconds: float, width: int, height: int, codec: s
                video: bool = True) -> dict[str, Any]:
     """One run of the simulated rig (pre-rendered cameras: each frame costs the host one copy,
     as a real camera's does) at ``rate_hz``; lossless if nothing dropped or overran."""
-    from rigstream.app.session import MonitorPlan, Session, SessionPlan, demo_rig
+    from rigstream.app.demo import demo_rig
+    from rigstream.app.session import MonitorPlan, Session, SessionPlan
     from rigstream.config import with_overrides
 
     rig = demo_rig(load_rig(), cameras=cameras, fps=rate_hz, width=width, height=height, codec=codec,
@@ -233,7 +234,8 @@ def firing_overheads(session: Path) -> dict[str, Any]:
 def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     """Pulse -> TTL latency of the simulated rig's rules, shipped and lean, side by side (the
     cameras pre-rendered, so each frame costs the host one copy, as a real camera's does)."""
-    from rigstream.app.session import Session, SessionPlan, demo_rig
+    from rigstream.app.demo import demo_rig
+    from rigstream.app.session import Session, SessionPlan
     from rigstream.config import with_overrides
     from rigstream.rules import parse_rules
 
@@ -313,7 +315,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     at the end; ``rigstream verify`` runs on the session afterwards."""
     import threading
 
-    from rigstream.app.session import MonitorPlan, Session, SessionPlan, demo_rig
+    from rigstream.app.demo import demo_rig
+    from rigstream.app.session import MonitorPlan, Session, SessionPlan
     from rigstream.app.verify import verify_clip, verify_session
     from rigstream.config import with_overrides
 

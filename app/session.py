@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import msgspec
-import numpy as np
 import yaml
 import zmq
 
 from rigstream import framestore, protocol
+from rigstream.app.summary import SessionSummary
 from rigstream.config import ConfigError, InputError, RigConfig, with_overrides
-from rigstream.health import HEALTH, Latency, TriggerHealth, decode_health, kind_of
+from rigstream.health import HEALTH, decode_health, kind_of
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
     AddressError,
@@ -147,7 +147,7 @@ def write_rig(rig: RigConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(msgspec.to_builtins(rig), sort_keys=False))
 
 
-class Session:
+class Session(SessionSummary):
     def __init__(self, plan: SessionPlan, progress: Callable[[str], None] | None = None) -> None:
         self.plan = plan
         self.rig = plan.rig
@@ -535,42 +535,6 @@ class Session:
                                        "restarts": {c.name: c.restarts for c in self.components.values()
                                                     if c.restarts}}))
 
-    def _neural_clock(self) -> dict[str, Any]:
-        """Put the session on the neural clock: the simulated recorder now; a real one after
-        the fact (``rigstream align --session DIR --b FILE``)."""
-        nc = self.rig.neural_clock
-        assert nc is not None
-        if nc.kind != "sim":
-            return {"kind": nc.kind, "aligned": False,
-                    "align_with": f"rigstream align --session {self.out} --b RECORDER_FILE"}
-        from rigstream.sync.session_align import align_session, score_alignment, simulate_recorder
-
-        try:
-            sim = simulate_recorder(self.out, nc.sim)
-            mapping = align_session(self.out, sim["samples"].astype(np.float64), units=nc.units)
-        except InputError as exc:  # too short a session to align, say: the recording stands
-            logger.warning("neural clock: %s", exc)
-            return {"kind": "sim", "aligned": False, "error": str(exc)}
-        return {"kind": "sim", "aligned": True, "column": f"t_neural_{nc.units}",
-                "mapping": mapping.summary(), "error_vs_truth": score_alignment(self.out, sim)}
-
-    def _trigger_health(self, data: dict[str, Any]) -> TriggerHealth | None:
-        """The trigger daemon's status reply, typed; None for no reply or a malformed one (counted)."""
-        if not data:
-            return None
-        try:
-            return decode_health("trigger", data)
-        except protocol.ProtocolError as err:
-            self.status_malformed(err)
-            return None
-
-    def _health(self, name: str) -> Any:
-        """The component's last stats as its kind's struct (its defaults before any)."""
-        comp = self.components.get(name)
-        if comp is None or comp.health is None:
-            return HEALTH[kind_of(name)]()
-        return comp.health
-
     def _progress_line(self, t: float) -> str:
         parts = [f"t={t:5.1f}s pulses {self.latest_pulse + 1:6d}"]
         for cam in self.rig.cameras:
@@ -585,133 +549,6 @@ class Session:
             if p.closed_loop is not None:
                 parts.append(f"fired {p.closed_loop.firings}")
         return " | ".join(parts)
-
-    def _summary(self, pulses_sent: int, duration_s: float,
-                 trigger: TriggerHealth | None) -> dict[str, Any]:
-        def raw(name: str) -> dict[str, Any]:  # a component's whole last record, as sent
-            st = self.components[name].last
-            return dict(st.stats) if st else {}
-
-        rec, asm, ring = self._health("recorder"), self._health("assembler"), self._health("ringbuffer")
-        cams = {c.name: self._health(f"camera:{c.name}") for c in self.rig.cameras}
-        summary = {
-            "rig": self.rig.name,
-            "out": str(self.out),
-            "duration_s": round(duration_s, 3),
-            "rate_hz": self.rig.trigger.rate_hz,
-            "pulses_sent": pulses_sent,
-            "sync_pulses_sent": trigger.sync_pulses_sent if trigger else 0,
-            "frames": rec.frames,
-            "frames_dropped": rec.frames_dropped,
-            "dropped_indices": rec.dropped_indices,
-            "frames_overrun": rec.overruns,
-            "overrun_indices": rec.overrun_indices,
-            "frames_flagged": {c: h.flagged for c, h in cams.items()},
-            "framesets_complete": asm.framesets_complete,
-            "framesets_incomplete": asm.framesets_incomplete,
-            "framesets_mixed": asm.framesets_mixed,
-            # every clip saved (the ring buffer's status lists only its newest few)
-            "clips": sorted(str(p.parent.relative_to(self.out)) for p in self.out.glob("clips/*/event.json")),
-            "clips_saved": ring.clips_saved,
-            "trigger_late_max_us": trigger.late_max_us if trigger else None,
-            "trigger_late_p99_us": trigger.late_p99_us if trigger else None,
-            # Headers lost on their way to a consumer lose nothing (the stores are read by
-            # index); these stay for consumers that still receive frames as messages.
-            "transport_seq_gaps": {"recorder": rec.seq_gaps, "assembler": asm.seq_gaps,
-                                   "ringbuffer": ring.seq_gaps},
-            "malformed": self._malformed(trigger),
-            "components": {"cameras": {c: raw(f"camera:{c}") for c in cams}, "recorder": raw("recorder"),
-                           "assembler": raw("assembler"), "ringbuffer": raw("ringbuffer")},
-            "failure": self.fatal,
-            "failed_components": dict(self.failed),
-            "restarted_components": list(self.restarted),
-        }
-        if self.recorder_failed_s is not None:
-            summary["recording_ended_early"] = self._recording_ended_early()
-        if "monitor" in self.components:  # what the page's buttons sent, merged and refused
-            summary["monitor"] = {"buttons": self._health("monitor").buttons, "url": self.monitor_url}
-        if "pose" in self.components:
-            summary["pose"] = self._pose_summary(self._health("pose"))
-            summary["components"]["pose"] = raw("pose")
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
-
-    def _malformed(self, trigger: TriggerHealth | None) -> dict[str, dict[str, Any]]:
-        """Messages refused by each component (every ``*malformed*`` count in its last status),
-        the trigger daemon's and the supervisor's own; a component that refused none is left
-        out."""
-        out: dict[str, dict[str, Any]] = {}
-        for comp in self.components.values():
-            st = comp.last.stats if comp.last else {}
-            found = {k: v for k, v in st.items() if "malformed" in k and v}
-            if found:
-                out[comp.name] = found
-        if trigger is not None and trigger.malformed:
-            out["trigger"] = {"malformed": trigger.malformed}
-        counters = (("status", self.status_malformed), ("pulses", self.pulse_malformed))
-        own = {k: c.as_dict() for k, c in counters if c.total}
-        if own:
-            out["supervisor"] = own
-        return out
-
-    def _recording_ended_early(self) -> dict[str, Any]:
-        """What the tables of a recorder that failed mid-session hold: the whole rows per camera
-        and the last trigger index (a row cut off by the failure is not counted)."""
-        assert self.recorder_failed_s is not None
-        rows: dict[str, int] = {c.name: 0 for c in self.rig.cameras}
-        last: dict[str, int] = {c.name: -1 for c in self.rig.cameras}
-        path = self.out / "frames.csv"
-        if path.is_file():
-            with open(path, newline="") as f:
-                lines = f.read().split("\n")
-            for line in lines[1:-1]:  # the last piece is "" or a row cut off
-                parts = line.split(",")
-                if len(parts) > 2 and parts[0] in rows and parts[2].lstrip("-").isdigit():
-                    rows[parts[0]] += 1
-                    last[parts[0]] = max(last[parts[0]], int(parts[2]))
-        return {"at_s": self.recorder_failed_s, "rows": rows, "last_trigger_index": last,
-                "note": "the recorder failed: frames.csv, pulses.csv and the videos end here; "
-                        "later frames are only in the clips and the pose tables"}
-
-    def _pose_summary(self, p: Any) -> dict[str, Any]:
-        earlier = self.components["pose"].earlier
-        out = {
-            "model": p.model, "engine": p.engine, "input": p.input,
-            # counted over every process of a restarted engine (the latencies are the last one's)
-            **{k: getattr(p, k) + sum(getattr(e, k) for e in earlier)
-               for k in ("framesets_posed", "framesets_skipped", "out_of_order")},
-            "processes": 1 + len(earlier),
-            "latency_pulse_to_pose2d_ms": msgspec.to_builtins(p.latency_ms),
-            "stage_ms": msgspec.to_builtins(p.stage_ms),
-        }
-        pose_csv = self.out / "pose2d.csv"
-        if pose_csv.is_file() and all(c.backend == "sim" for c in self.rig.cameras):
-            from rigstream.inference.simdata import pose2d_errors
-
-            out["error_2d_vs_truth"] = pose2d_errors(self.rig, pose_csv)
-        if p.pose3d is not None:
-            out["pose3d"] = self._pose3d_summary(p.pose3d)
-        if p.rules:
-            out["rules"] = msgspec.to_builtins(p.rules)
-            out["closed_loop"] = msgspec.to_builtins(p.closed_loop) if p.closed_loop else {}
-        return out
-
-    def _pose3d_summary(self, p3: Any) -> dict[str, Any]:
-        out = {
-            "framesets": p3.framesets, "points": p3.points, "cameras": p3.cameras,
-            "keypoints": p3.keypoints, "filter": p3.filter, "predict_ms": p3.predict_ms,
-            "triangulate_ms": msgspec.to_builtins(p3.stage_ms.get("triangulate", Latency())),
-            "filter_ms": msgspec.to_builtins(p3.stage_ms.get("filter", Latency())),
-            "latency_pulse_to_pose3d_ms": msgspec.to_builtins(p3.latency_ms),
-        }
-        if all(c.backend == "sim" for c in self.rig.cameras):
-            from rigstream.inference.simdata import pose3d_errors
-
-            for key, name in (("error_3d_vs_truth", "pose3d.csv"),
-                              ("error_3d_filtered_vs_truth", "pose3d_filtered.csv")):
-                if (self.out / name).is_file():
-                    out[key] = pose3d_errors(self.rig, self.out / name)
-        return out
 
     def _shutdown(self) -> None:
         """End every process. After a session that ran to its end they have all reported done
@@ -745,48 +582,6 @@ class Session:
         self.ctx.destroy(linger=0)
         framestore.unlink_run(self.run_dir)  # stores of a camera node that was killed
         shutil.rmtree(self.run_dir, ignore_errors=True)
-
-
-def demo_rig(base: RigConfig, cameras: int | None = None, fps: float | None = None,
-             drop_rate: float | None = None, width: int | None = None,
-             height: int | None = None, codec: str | None = None,
-             pose: bool | None = None, prerender_s: float | None = None) -> RigConfig:
-    """The rig a demo runs: ``base`` with the camera count, rate and faults overridden;
-    ``prerender_s`` makes every (simulated) camera deliver from a pre-rendered loop of that
-    many seconds (``CameraConfig.prerender_s``)."""
-    doc = msgspec.to_builtins(base)
-    cams = doc["cameras"]
-    if cameras is not None:
-        if cameras < 1:
-            raise InputError(f"--cameras must be at least 1, got {cameras}")
-        template = cams[-1]
-        cams = [dict(template, name=f"cam{i}", serial=f"SIM{i}",
-                     role="primary" if i == 0 else "secondary") for i in range(cameras)]
-    for cam in cams:
-        if drop_rate is not None:
-            cam["faults"] = dict(cam.get("faults", {}), drop_rate=drop_rate)
-        if width is not None:
-            cam["width"] = width
-        if height is not None:
-            cam["height"] = height
-        if prerender_s is not None:
-            cam["prerender_s"] = prerender_s
-    doc["cameras"] = cams
-    if cameras is not None or width is not None or height is not None:
-        doc["calibration"] = None  # no longer fits: the session places a simulated ring
-    if fps is not None:
-        if not fps > 0:
-            raise InputError(f"--fps must be positive, got {fps:g}")
-        doc["trigger"]["rate_hz"] = fps
-        for cam in cams:  # keep exposure inside the period
-            cam["exposure_us"] = min(cam["exposure_us"], int(0.5e6 / fps))
-    if codec is not None:
-        doc["recording"]["codec"] = codec
-    if pose is not None and doc.get("pose") is not None:
-        doc["pose"]["enabled"] = pose
-    if not (doc.get("pose") or {}).get("enabled", False):
-        doc["rules"] = []  # rules run in the pose engine
-    return msgspec.convert(doc, type=RigConfig, strict=True)
 
 
 def _mb(n: int) -> str:

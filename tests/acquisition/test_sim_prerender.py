@@ -36,7 +36,7 @@ from rigstream.acquisition.sim_camera import (
     sim_pose_times_s,
     trigger_line,
 )
-from rigstream.app.session import demo_rig
+from rigstream.app.demo import demo_rig
 from rigstream.config import CameraConfig, ConfigError, RigConfig, parse_rig
 from rigstream.firmware.backends import make_pins
 from rigstream.firmware.trigger import TriggerDaemon

@@ -191,7 +191,7 @@ def session(tmp_path: Path) -> Iterator[tuple[Session, Path]]:
     import msgspec
     import yaml
 
-    from rigstream.app.session import demo_rig
+    from rigstream.app.demo import demo_rig
     from rigstream.config import load_rig
 
     rig_file = tmp_path / "rig.yaml"

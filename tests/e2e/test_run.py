@@ -17,7 +17,8 @@ import yaml
 
 from rigstream import framestore
 from rigstream.acquisition.video import read_frames
-from rigstream.app.session import Session, SessionPlan, demo_rig
+from rigstream.app.demo import demo_rig
+from rigstream.app.session import Session, SessionPlan
 from rigstream.config import load_rig
 
 pytestmark = pytest.mark.slow

@@ -42,7 +42,8 @@ def _is_struct(kind: object) -> bool:
 
 @pytest.mark.slow
 def test_every_component_sends_only_what_its_health_struct_names(tmp_path: Path) -> None:
-    from rigstream.app.session import MonitorPlan, Session, SessionPlan, demo_rig
+    from rigstream.app.demo import demo_rig
+    from rigstream.app.session import MonitorPlan, Session, SessionPlan
     from rigstream.config import load_rig
 
     rig = demo_rig(load_rig(), prerender_s=1.0)

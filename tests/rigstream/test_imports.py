@@ -9,11 +9,13 @@ import sys
 import pytest
 
 MODULES = ["rigstream.basics", "rigstream.rules", "rigstream.config", "rigstream.protocol",
-           "rigstream.transport", "rigstream.clock", "rigstream.app.session", "rigstream.app.monitor",
-           "rigstream.app.cli", "rigstream.app.doctor", "rigstream.app.bench", "rigstream.app.verify",
-           "rigstream.latency", "rigstream.inference.rules", "rigstream.inference.actions",
-           "rigstream.acquisition.ringbuffer",
-           "rigstream.firmware.trigger", "rigstream.sync.session_align"]
+           "rigstream.transport", "rigstream.clock", "rigstream.health", "rigstream.app.session",
+           "rigstream.app.summary", "rigstream.app.demo", "rigstream.app.monitor", "rigstream.app.cli",
+           "rigstream.app.commands", "rigstream.app.report", "rigstream.app.doctor", "rigstream.app.bench",
+           "rigstream.app.verify", "rigstream.latency", "rigstream.inference.rules",
+           "rigstream.inference.actions", "rigstream.inference.backends", "rigstream.acquisition.ringbuffer",
+           "rigstream.acquisition.backends", "rigstream.firmware.trigger", "rigstream.firmware.backends",
+           "rigstream.sync.session_align"]
 
 
 @pytest.mark.parametrize("module", MODULES)
