@@ -21,7 +21,8 @@ import zmq
 
 from rigstream import protocol
 from rigstream.acquisition.bridge import Bridge
-from rigstream.app.cli import build_parser, cmd_bridge
+from rigstream.app.cli import build_parser
+from rigstream.app.commands import cmd_bridge
 from rigstream.config import ConfigError, RigConfig
 from rigstream.frames import CameraStores
 from rigstream.framestore import SHM_DIR, FrameStore, Record, StoreCursor, store_name

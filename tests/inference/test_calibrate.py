@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rigstream.app.cli import camera_pairs, main
+from rigstream.app.cli import main
+from rigstream.app.commands import camera_pairs
 from rigstream.calibration import CalibratedCamera, Calibration
 from rigstream.config import InputError
 from rigstream.inference.boards import Board, load_board, parse_board
