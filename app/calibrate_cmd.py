@@ -22,18 +22,29 @@ from rigstream.inference.calibrate import MODELS, CalibrateError, calibrate, det
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A readable table of :func:`calibrate`'s report."""
+    """A readable table of :func:`calibrate`'s report: per camera the bundle-adjusted reprojection
+    error (mean, median, RMSE) beside the aniposelib-style triangulated one ("3D px"), and a
+    line on views found inverted, which says the board was printed white on black."""
     head = (f"{'camera':<12}{'frames':>7}{'corners':>9}{'dropped':>9}{'intr px':>9}{'mean px':>9}"
-            f"{'median px':>11}{'3D px':>8}")
+            f"{'median px':>11}{'rmse px':>9}{'3D px':>8}")
     lines = [f"lens model {report['model']}: {report['model_description']}", head]
+    nan = float("nan")
     for name, c in report["cameras"].items():
         lines.append(f"{name:<12}{c['frames_used']:>7}{c['corners_used']:>9}{c['corners_dropped']:>9}"
                      f"{c['intrinsics_mean_px']:>9.3f}{c['mean_px']:>9.3f}{c['median_px']:>11.3f}"
-                     f"{c['triangulated_mean_px']:>8.3f}")
+                     f"{c.get('rmse_px', nan):>9.3f}{c['triangulated_mean_px']:>8.3f}")
     for name, why in report["not_placed"].items():
         lines.append(f"{name:<12}{why}")
+    inverted = {n: c for n, c in report["cameras"].items() if c.get("frames_found_inverted")}
+    if inverted:
+        counts = ", ".join(f"{n} {c['frames_found_inverted']} of {c['frames_detected']}"
+                           for n, c in inverted.items())
+        marked = bool(report.get("board", {}).get("inverted"))
+        hint = "" if marked else " (the board is not marked inverted: add the flag to skip the retry)"
+        lines.append(f"views found inverted (white on black): {counts}{hint}")
     tri = report["triangulated"]
-    lines.append(f"overall: mean {report['mean_px']:.3f} px, median {report['median_px']:.3f} px "
+    rmse = f", rmse {report['rmse_px']:.3f} px" if "rmse_px" in report else ""
+    lines.append(f"overall: mean {report['mean_px']:.3f} px, median {report['median_px']:.3f} px{rmse} "
                  f"(bundle adjustment, {report['frames_adjusted']} frames); triangulated: per-corner median "
                  f"{tri['point_median_px']:.3f} px, mean {tri['point_mean_px']:.3f} px "
                  f"({tri['points']} corners)")

@@ -11,8 +11,14 @@ A :class:`Board` is read from anipose's board description, either a flat file::
 
 or the ``[calibration]`` section of an anipose ``config.toml`` (``board_type``,
 ``board_size = [x, y]``, ``board_square_side_length``, ``board_marker_length``,
-``board_marker_bits``, ``board_marker_dict_number``), or inline as
-``checkerboard:9x6:30`` / ``charuco:8x11:24:18.75[:4x4_1000]``.
+``board_marker_bits``, ``board_marker_dict_number``), or a caliscope project's ``config.toml``
+(its ``[charuco]`` table, see :func:`caliscope_board`), or inline as ``checkerboard:9x6:30`` /
+``charuco:8x11:24:18.75[:4x4_1000][:inverted]``.
+
+Inverted boards (white markers and squares on black, as caliscope prints to save ink) carry
+``inverted``: detection inverts the grayscale image first. A ChArUco board not found in an image
+is looked for in the other polarity too (:func:`detect`), so a lab that forgot the flag still
+calibrates, and the :class:`Detection` says it was found inverted.
 
 Size conventions follow aniposelib: a ChArUco size counts *squares*, a checkerboard size counts
 *inner corners* (what ``cv2.findChessboardCorners`` calls the pattern size; aniposelib's
@@ -24,9 +30,7 @@ Corner ids run along x first: corner ``(col, row)`` has id ``row * corners_x + c
 ``findChessboardCorners``' order). Checkerboard detections are put in a fixed orientation
 (see :func:`detect`) so that two cameras name the same corner alike.
 
-Images come from a folder (frames keyed by the trailing integer of the file stem, so
-``back-02242022135219-0.jpg`` is frame 0 and ``left01.jpg`` frame 1: the key pairs images across
-cameras) or from a video (the frame index is the key).
+Images come from folders and videos: :mod:`rigstream.inference.board_sources`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,11 +85,17 @@ class Board:
     """ChArUco: OpenCV < 4.6 layout (``setLegacyPattern``). It differs from the current layout only
     when ``squares_y`` is even; None tries the current layout first and the legacy one when the
     current finds less than half the corners (boards printed by older anipose/OpenCV)."""
+    inverted: bool = False
+    """Printed in negative (white markers on black, caliscope's ink-saving print): images are
+    inverted (255 - gray) before detection, so the corners and their ids are those of the
+    positive board."""
 
     def __post_init__(self) -> None:
         where = f"board {self.kind}"
         if self.kind not in ("charuco", "checkerboard"):
             raise BoardError(f"board kind: expected 'charuco' or 'checkerboard', got {self.kind!r}")
+        if not isinstance(self.inverted, bool):
+            raise BoardError(f"{where}.inverted: expected true or false, got {self.inverted!r}")
         for name in ("squares_x", "squares_y"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 3:
@@ -138,22 +147,38 @@ class Board:
         return f"DICT_{self.marker_bits}X{self.marker_bits}_{self.dict_size}"
 
     def describe(self) -> str:
-        """For messages: ``8x11 ChArUco (DICT_4X4_1000)`` or ``9x6 inner-corner checkerboard``."""
+        """For messages: ``8x11 ChArUco (DICT_4X4_1000)`` or ``9x6 inner-corner checkerboard``
+        (``, inverted`` added for an inverted board)."""
         if self.kind == "charuco":
-            return f"{self.squares_x}x{self.squares_y} ChArUco ({self.dictionary_name})"
-        return f"{self.corners_x}x{self.corners_y} inner-corner checkerboard"
+            inv = ", inverted" if self.inverted else ""
+            return f"{self.squares_x}x{self.squares_y} ChArUco ({self.dictionary_name}{inv})"
+        return f"{self.corners_x}x{self.corners_y} inner-corner checkerboard" + (
+            " (inverted)" if self.inverted else "")
+
+    def describe_size(self) -> str:
+        """The sizes as configured, to hold against the printout: ``8x11 squares of 24 mm,
+        markers 18.75 mm, DICT_4X4_1000``. Board units are taken as mm (anipose's and our convention)."""
+        square = f"{self.square_length:g} mm"
+        if self.kind == "charuco":
+            return (f"{self.squares_x}x{self.squares_y} squares of {square}, markers "
+                    f"{(self.marker_length or 0.0):g} mm, {self.dictionary_name}")
+        return (f"{self.corners_x}x{self.corners_y} inner corners "
+                f"({self.squares_x}x{self.squares_y} squares) of {square}")
 
     def to_dict(self) -> dict[str, Any]:
         """The board in the flat anipose layout (TOML/JSON-able)."""
         if self.kind == "checkerboard":
-            return {"board_type": "checkerboard", "board_x": self.corners_x, "board_y": self.corners_y,
+            flat = {"board_type": "checkerboard", "board_x": self.corners_x, "board_y": self.corners_y,
                     "square_length": float(self.square_length)}
+            return {**flat, "inverted": True} if self.inverted else flat
         out: dict[str, Any] = {"board_type": "charuco", "board_x": self.squares_x, "board_y": self.squares_y,
                                "square_length": float(self.square_length),
                                "marker_length": float(self.marker_length or 0.0),
                                "marker_bits": self.marker_bits, "dict_size": self.dict_size}
         if self.legacy_pattern is not None:
             out["legacy_pattern"] = self.legacy_pattern
+        if self.inverted:
+            out["inverted"] = True
         return out
 
     def opencv_board(self, legacy: bool = False) -> cv2.aruco.CharucoBoard:
@@ -170,16 +195,17 @@ class Board:
 # ---------------------------------------------------------------------- reading boards
 
 _FLAT_KEYS = {"board_type", "board_x", "board_y", "square_length", "marker_length", "marker_bits",
-              "dict_size", "legacy_pattern"}
+              "dict_size", "legacy_pattern", "inverted"}
 _ANIPOSE_KEYS = {"board_type": "board_type", "board_size": "board_size",
                  "board_square_side_length": "square_length", "board_marker_length": "marker_length",
                  "board_marker_bits": "marker_bits", "board_marker_dict_number": "dict_size"}
 
 
 def load_board(path: str | Path) -> Board:
-    """Read a board from a flat anipose board file or an anipose ``config.toml``'s
+    """Read a board from a flat anipose board file, an anipose ``config.toml``'s
     ``[calibration]`` section (other keys of that section, e.g. ``animal_calibration``, are
-    ignored there; unknown keys in a flat file are errors)."""
+    ignored there; unknown keys in a flat file are errors), or a caliscope ``config.toml``'s
+    ``[charuco]`` table (see :func:`caliscope_board`)."""
     p = Path(path)
     try:
         doc = tomllib.loads(p.read_text())
@@ -191,7 +217,12 @@ def load_board(path: str | Path) -> Board:
 
 
 def board_from_dict(doc: dict[str, Any], where: str = "<board>") -> Board:
-    """A :class:`Board` from a decoded board file (either layout); ``where`` names it in errors."""
+    """A :class:`Board` from a decoded board file (any layout); ``where`` names it in errors."""
+    if isinstance(doc.get("charuco"), dict):
+        return caliscope_board(doc["charuco"], f"{where} [charuco]")
+    if "columns" in doc and "rows" in doc and "board_x" not in doc:
+        # caliscope >= 0.6 keeps the same keys at the top of calibration/targets/*_charuco.toml.
+        return caliscope_board(doc, where)
     if "calibration" in doc and isinstance(doc["calibration"], dict):
         section = doc["calibration"]
         where = f"{where} [calibration]"
@@ -221,16 +252,17 @@ def board_from_dict(doc: dict[str, Any], where: str = "<board>") -> Board:
         if not isinstance(value, int) or isinstance(value, bool):
             raise BoardError(f"{where}.{key}: expected an integer, got {value!r}")
     square = _number(flat["square_length"], f"{where}.square_length")
+    inverted = _flag(flat.get("inverted", False), f"{where}.inverted")
     try:
         if kind == "checkerboard":
-            return Board("checkerboard", bx + 1, by + 1, square)
+            return Board("checkerboard", bx + 1, by + 1, square, inverted=inverted)
         if "marker_length" not in flat:
             raise BoardError(f"{where}: missing marker_length (needed by a ChArUco board)")
         legacy = flat.get("legacy_pattern")
-        if legacy is not None and not isinstance(legacy, bool):
-            raise BoardError(f"{where}.legacy_pattern: expected true or false, got {legacy!r}")
+        if legacy is not None:
+            legacy = _flag(legacy, f"{where}.legacy_pattern")
         return Board("charuco", bx, by, square, _number(flat["marker_length"], f"{where}.marker_length"),
-                     int(flat.get("marker_bits", 4)), int(flat.get("dict_size", 50)), legacy)
+                     int(flat.get("marker_bits", 4)), int(flat.get("dict_size", 50)), legacy, inverted)
     except BoardError as exc:
         if str(exc).startswith(where):
             raise
@@ -243,32 +275,126 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise BoardError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+MM_PER_CM = 10.0
+MM_PER_INCH = 25.4
+_CALISCOPE_DICT = re.compile(r"^DICT_(?P<bits>\d)X(?P=bits)_(?P<size>\d+)$")
+
+
+def caliscope_board(table: dict[str, Any], where: str = "<board> [charuco]") -> Board:
+    """A ChArUco :class:`Board`, in mm, from caliscope's ``[charuco]`` table.
+
+    caliscope's meaning of the keys (its documentation, "Calibration Targets", and its
+    ``Charuco`` class, which builds ``cv2.aruco.CharucoBoard((columns, rows), ...)``):
+
+    - ``columns``, ``rows``: squares across and down (OpenCV's board size; not interchangeable);
+      they become :attr:`Board.squares_x`, :attr:`Board.squares_y`.
+    - ``dictionary``: an OpenCV dictionary name, ``DICT_4X4_50``; we read the ``DICT_nXn_size``
+      ones (AprilTag and ARUCO_ORIGINAL dictionaries are refused by name).
+    - ``square_size_overide_cm`` (sic): the square side as measured on the print, in cm. It is
+      the board's scale, so our square length is it x 10 (mm: :class:`Board` lengths are mm for
+      our boards, and the calibration's translations come out in them).
+    - ``board_width``, ``board_height`` in ``units`` (``inch`` or ``cm``): the size of the printed
+      image. caliscope uses them only when no square size is given (the largest square that
+      fits: min(height / rows, width / columns)); so do we, with a warning, because a printer's
+      scaling changes the real size.
+    - ``aruco_scale``: marker side / square side (caliscope's default 0.75), so the marker length
+      is aruco_scale x square length.
+    - ``inverted``: printed in negative (white on black); kept as :attr:`Board.inverted`.
+    - ``legacy_pattern`` (newer caliscope): OpenCV's pre-4.6 layout; absent, both are tried.
+
+    Other keys (caliscope's mirror and thickness settings) are ignored. Errors name ``where``
+    and the key, on one line.
+    """
+
+    def need(key: str) -> Any:
+        if key not in table:
+            raise BoardError(f"{where}: missing {key}")
+        return table[key]
+
+    size: dict[str, int] = {}
+    for key in ("columns", "rows"):
+        value = need(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 3:
+            raise BoardError(f"{where}.{key}: expected an integer >= 3 squares, got {value!r}")
+        size[key] = value
+    name = table.get("dictionary", "DICT_4X4_50")
+    m = _CALISCOPE_DICT.match(name) if isinstance(name, str) else None
+    if m is None or int(m["bits"]) not in _MARKER_BITS or int(m["size"]) not in _DICT_SIZES:
+        raise BoardError(f"{where}.dictionary: expected DICT_<n>X<n>_<size> with n in {_MARKER_BITS} "
+                         f"and size in {_DICT_SIZES} (e.g. \"DICT_4X4_50\"), got {name!r}")
+    bits, dict_size = int(m["bits"]), int(m["size"])
+    markers = size["columns"] * size["rows"] // 2
+    if markers > dict_size:
+        raise BoardError(f"{where}.dictionary: {size['columns']}x{size['rows']} squares need {markers} "
+                         f"markers, {name} has {dict_size}")
+    override = table.get("square_size_overide_cm")
+    if override is not None and override != 0:
+        square_mm = _number(override, f"{where}.square_size_overide_cm") * MM_PER_CM
+        if square_mm <= 0:
+            raise BoardError(f"{where}.square_size_overide_cm: expected a positive number of cm, "
+                             f"got {override!r}")
+    else:
+        units = table.get("units", "inch")
+        if units not in ("inch", "cm"):
+            raise BoardError(f"{where}.units: expected \"inch\" or \"cm\", got {units!r}")
+        per_unit = MM_PER_INCH if units == "inch" else MM_PER_CM
+        width = _number(need("board_width"), f"{where}.board_width")
+        height = _number(need("board_height"), f"{where}.board_height")
+        if width <= 0 or height <= 0:
+            key = "board_width" if width <= 0 else "board_height"
+            raise BoardError(f"{where}.{key}: expected a positive number of {units}, got {table[key]!r}")
+        square_mm = min(height / size["rows"], width / size["columns"]) * per_unit
+        logger.warning("%s: no square_size_overide_cm; square length %.2f mm from the board size "
+                       "(measure the printed squares and set it: printers scale)", where, square_mm)
+    scale = _number(table.get("aruco_scale", 0.75), f"{where}.aruco_scale")
+    if not 0 < scale < 1:
+        raise BoardError(f"{where}.aruco_scale: expected a number between 0 and 1 (marker side / square "
+                         f"side), got {table['aruco_scale']!r}")
+    inverted = _flag(table.get("inverted", False), f"{where}.inverted")
+    legacy = table.get("legacy_pattern")
+    if legacy is not None:
+        legacy = _flag(legacy, f"{where}.legacy_pattern")
+    return Board("charuco", size["columns"], size["rows"], square_mm, scale * square_mm, bits, dict_size,
+                 legacy, inverted)
+
+
 _INLINE = re.compile(r"^(?P<kind>checkerboard|charuco):(?P<x>\d+)x(?P<y>\d+):(?P<square>[0-9.]+)"
-                     r"(?::(?P<marker>[0-9.]+))?(?::(?P<bits>\d)x\d_(?P<dict>\d+))?$", re.IGNORECASE)
+                     r"(?::(?P<marker>[0-9.]+))?(?::(?P<bits>\d)x\d_(?P<dict>\d+))?(?P<inverted>:inverted)?$",
+                     re.IGNORECASE)
 
 
 def parse_board(spec: str) -> Board:
     """A board from a path to a board file, or inline: ``checkerboard:COLSxROWS:SQUARE`` (inner
     corners across x down, square side in board units, e.g. ``checkerboard:9x6:30``) or
-    ``charuco:SQUARES_XxSQUARES_Y:SQUARE:MARKER[:4x4_1000]`` (default dictionary 4x4_50)."""
+    ``charuco:SQUARES_XxSQUARES_Y:SQUARE:MARKER[:4x4_1000]`` (default dictionary 4x4_50). Either
+    may end in the flag word ``:inverted`` (printed white on black, see :attr:`Board.inverted`):
+    ``charuco:5x7:30:22:4x4_50:inverted``; a flag rather than a value because it is a yes/no."""
     m = _INLINE.match(spec.strip())
     if m is None:
         if re.match(r"^(checkerboard|charuco):", spec, re.IGNORECASE):
-            raise BoardError(f"--board {spec!r}: expected checkerboard:COLSxROWS:SQUARE (inner corners, "
-                             f"e.g. checkerboard:9x6:30) or charuco:XxY:SQUARE:MARKER[:4x4_1000]")
+            raise BoardError(f"--board {spec!r}: expected checkerboard:COLSxROWS:SQUARE[:inverted] (inner "
+                             f"corners, e.g. checkerboard:9x6:30) or "
+                             f"charuco:XxY:SQUARE:MARKER[:4x4_1000][:inverted]")
         return load_board(spec)
     x, y, square = int(m["x"]), int(m["y"]), float(m["square"])
+    inverted = m["inverted"] is not None
     if m["kind"].lower() == "checkerboard":
         if m["marker"] or m["bits"]:
             raise BoardError(f"--board {spec!r}: a checkerboard has no markers "
-                             f"(checkerboard:COLSxROWS:SQUARE)")
-        return Board("checkerboard", x + 1, y + 1, square)
+                             f"(checkerboard:COLSxROWS:SQUARE[:inverted])")
+        return Board("checkerboard", x + 1, y + 1, square, inverted=inverted)
     if not m["marker"]:
         raise BoardError(f"--board {spec!r}: a ChArUco board needs the marker length "
-                         f"(charuco:XxY:SQUARE:MARKER[:4x4_1000])")
+                         f"(charuco:XxY:SQUARE:MARKER[:4x4_1000][:inverted])")
     bits = int(m["bits"]) if m["bits"] else 4
     size = int(m["dict"]) if m["dict"] else 50
-    return Board("charuco", x, y, square, float(m["marker"]), bits, size)
+    return Board("charuco", x, y, square, float(m["marker"]), bits, size, inverted=inverted)
 
 
 # ---------------------------------------------------------------------- detection
@@ -282,6 +408,9 @@ class Detection:
     """(n,) int64 corner ids (rows of :attr:`Board.object_points`), ascending."""
     image_points_px: np.ndarray = field(repr=False)
     """(n, 2) float64 subpixel corner positions, px (x right, y down, origin at the first pixel's centre)."""
+    inverted: bool = False
+    """Found in the inverted image (255 - gray): the board was seen white on black. For a board
+    not marked :attr:`Board.inverted`, the sign that it was printed in negative."""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -307,7 +436,8 @@ _LOCAL = threading.local()
 """Per-thread detectors (an OpenCV detector object is not shared between threads)."""
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W) gray pixels from gray, BGR or BGRA ones (a view when already gray)."""
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 1:
@@ -317,7 +447,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
     raise BoardError(f"image: expected (H, W) or (H, W, 1|3|4) pixels, got shape {image.shape}")
 
 
-def detect(board: Board, image: np.ndarray) -> Detection | None:
+def detect(board: Board, image: np.ndarray, both_polarities: bool = True) -> Detection | None:
     """Find the board's corners in ``image`` ((H, W) gray or (H, W, 3) BGR uint8).
 
     ChArUco: OpenCV's ``CharucoDetector`` (markers, then the chessboard corners between them,
@@ -326,20 +456,33 @@ def detect(board: Board, image: np.ndarray) -> Detection | None:
     ``findChessboardCorners`` + ``cornerSubPix``; all corners or none. The checkerboard's
     orientation is fixed by the colour of the corner squares where the board allows it (see
     :func:`_orient_checkerboard`). Returns None when no corner is found.
+
+    Polarity: an :attr:`Board.inverted` board is looked for in ``255 - gray``. With
+    ``both_polarities``, a ChArUco board found nowhere in that image is looked for in the other
+    polarity too, and :attr:`Detection.inverted` says which one held it: ArUco markers only
+    decode dark on light, so a negative print is otherwise found in no image at all. The cost
+    is a second search of images without the board. Checkerboards are searched in one polarity
+    only: their corners are found in either (the pattern inverted is a checkerboard again), and
+    the flag only decides which end is corner 0.
     """
-    gray = _gray(np.asarray(image))
+    gray = to_gray(np.asarray(image))
     if gray.dtype != np.uint8:
         raise BoardError(f"image: expected uint8 pixels, got {gray.dtype}")
     cache: dict[Board, _Detector] = _LOCAL.__dict__.setdefault("detectors", {})
     det = cache.get(board)
     if det is None:
         det = cache[board] = _Detector(board)
-    if board.kind == "charuco":
-        return _detect_charuco(det, gray)
-    return _detect_checkerboard(board, gray)
+    if board.kind != "charuco":
+        return _detect_checkerboard(board, cv2.bitwise_not(gray) if board.inverted else gray, board.inverted)
+    polarities = [board.inverted, not board.inverted] if both_polarities else [board.inverted]
+    for inverted in polarities:
+        found = _detect_charuco(det, cv2.bitwise_not(gray) if inverted else gray, inverted)
+        if found is not None:
+            return found
+    return None
 
 
-def _detect_charuco(det: _Detector, gray: np.ndarray) -> Detection | None:
+def _detect_charuco(det: _Detector, gray: np.ndarray, inverted: bool) -> Detection | None:
     board = det.board
     if board.legacy_pattern is not None:
         layouts = [board.legacy_pattern]
@@ -353,7 +496,7 @@ def _detect_charuco(det: _Detector, gray: np.ndarray) -> Detection | None:
             continue
         ids = ids.ravel().astype(np.int64)
         order = np.argsort(ids)
-        found = Detection(ids[order], corners.reshape(-1, 2)[order].astype(np.float64))
+        found = Detection(ids[order], corners.reshape(-1, 2)[order].astype(np.float64), inverted)
         if best is None or len(found) > len(best):
             best = found
         if len(best) * 2 >= board.n_corners:
@@ -361,7 +504,7 @@ def _detect_charuco(det: _Detector, gray: np.ndarray) -> Detection | None:
     return best
 
 
-def _detect_checkerboard(board: Board, gray: np.ndarray) -> Detection | None:
+def _detect_checkerboard(board: Board, gray: np.ndarray, inverted: bool) -> Detection | None:
     size = (board.corners_x, board.corners_y)
     found, corners = cv2.findChessboardCornersSB(gray, size,
                                                  cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_ACCURACY)
@@ -373,7 +516,7 @@ def _detect_checkerboard(board: Board, gray: np.ndarray) -> Detection | None:
         corners = cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1), _SUBPIX_CRITERIA)
     pts = corners.reshape(-1, 2).astype(np.float64)
     pts = _orient_checkerboard(board, gray, pts)
-    return Detection(np.arange(board.n_corners, dtype=np.int64), pts)
+    return Detection(np.arange(board.n_corners, dtype=np.int64), pts, inverted)
 
 
 def _orient_checkerboard(board: Board, gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -403,82 +546,3 @@ def _orient_checkerboard(board: Board, gray: np.ndarray, pts: np.ndarray) -> np.
     if np.isfinite(first) and np.isfinite(last) and first > last:
         return pts[::-1].copy()
     return pts
-
-
-# ---------------------------------------------------------------------- image sources
-
-
-@dataclass(frozen=True)
-class Frame:
-    key: int
-    """Frame key that pairs images across cameras (trailing integer of the stem, or video frame index)."""
-    name: str
-    """File name (or ``video.mp4#index``), for messages."""
-
-
-def frame_key(path: str | Path) -> int:
-    """The trailing integer of a file stem: ``back-02242022135219-0.jpg`` -> 0, ``left01.jpg`` -> 1."""
-    stem = Path(path).stem
-    m = re.search(r"(\d+)$", stem)
-    if m is None:
-        raise BoardError(f"{path}: expected a file name ending in a frame number (e.g. cam-0.jpg, "
-                         f"left01.jpg), got {Path(path).name!r}")
-    return int(m.group(1))
-
-
-def list_images(folder: str | Path) -> list[tuple[int, Path]]:
-    """The images of a folder as ``(frame key, path)``, sorted by key; repeated keys are errors."""
-    d = Path(folder)
-    if not d.is_dir():
-        raise BoardError(f"{d}: not a folder of images")
-    files = [p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise BoardError(f"{d}: no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
-    keyed: dict[int, Path] = {}
-    for p in sorted(files):
-        key = frame_key(p)
-        if key in keyed:
-            raise BoardError(f"{d}: {keyed[key].name} and {p.name} have the same frame number {key}")
-        keyed[key] = p
-    return sorted(keyed.items())
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W) uint8 gray pixels of an image file."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise BoardError(f"{path}: cannot read image (missing, or not an image OpenCV can decode)")
-    return image
-
-
-def is_video(source: str | Path) -> bool:
-    return Path(source).suffix.lower() in VIDEO_SUFFIXES
-
-
-def iter_video(path: str | Path, every: int = 1) -> Iterator[tuple[Frame, np.ndarray]]:
-    """Every ``every``-th frame of a video as ``(Frame, (H, W) uint8 gray)``; the key is the frame index."""
-    if every < 1:
-        raise BoardError(f"every: expected an integer >= 1, got {every}")
-    p = Path(path)
-    if not p.is_file():
-        raise BoardError(f"{p}: no such video file")
-    cap = cv2.VideoCapture(str(p))
-    try:
-        if not cap.isOpened():
-            raise BoardError(f"{p}: cannot open video (not a video OpenCV can decode)")
-        index = 0
-        delivered = 0
-        while True:
-            if index % every == 0:
-                ok, image = cap.read()
-                if not ok:
-                    break
-                delivered += 1
-                yield Frame(index, f"{p.name}#{index}"), _gray(image)
-            elif not cap.grab():
-                break
-            index += 1
-        if delivered == 0:
-            raise BoardError(f"{p}: no frames could be decoded")
-    finally:
-        cap.release()

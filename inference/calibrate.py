@@ -18,8 +18,9 @@ The procedure (:func:`calibrate`):
    files move it, ours keep it at ``R = I, t = 0``). Observations further off than
    ``max(2 px, 5 x median)`` are dropped and the problem solved again (up to 3 rounds).
 
-The report says, per camera, the reprojection error of the adjusted model (mean and median over
-all corners of the views used, dropped outliers included), frames and corners used, the
+The report says, per camera, the reprojection error of the adjusted model (mean, median and RMSE
+over all corners of the views used, dropped outliers included), frames and corners used, the
+views found inverted (white on black, see :func:`rigstream.inference.boards.detect`), the
 intrinsics-only error, and the aniposelib-style triangulated error (:func:`board_error`).
 
 Lengths are in board units (mm for our boards).
@@ -46,16 +47,8 @@ from scipy.sparse import coo_matrix
 
 from rigstream.calibration import CalibratedCamera, Calibration
 from rigstream.config import InputError, TriangulationConfig
-from rigstream.inference.boards import (
-    Board,
-    BoardError,
-    Detection,
-    detect,
-    is_video,
-    iter_video,
-    list_images,
-    read_image,
-)
+from rigstream.inference.board_sources import is_video, iter_video, list_images, read_image
+from rigstream.inference.boards import Board, BoardError, Detection, detect
 from rigstream.inference.triangulate import Triangulator
 
 logger = logging.getLogger(__name__)
@@ -102,31 +95,41 @@ class CameraDetections:
     """Images (or sampled video frames) read."""
     frames: dict[int, Detection] = field(repr=False)
     """Frame key -> corners found (only frames where some were)."""
+    both_polarities: bool = False
+    """Images were searched in both polarities (as given and inverted), see
+    :func:`rigstream.inference.boards.detect`; False: only in the board's own."""
+
+    @property
+    def n_inverted(self) -> int:
+        """Frames whose board was found in the inverted image (white on black)."""
+        return sum(d.inverted for d in self.frames.values())
 
 
 _Found = tuple[int, tuple[int, int], Detection | None]
 """(frame key, (width, height) px, corners or None)."""
 
 
-def _detect_files(board: Board, items: list[tuple[int, str]]) -> list[_Found]:
+def _detect_files(board: Board, items: list[tuple[int, str]], both: bool) -> list[_Found]:
     out = []
     for key, path in items:
         image = read_image(path)
-        out.append((key, (image.shape[1], image.shape[0]), detect(board, image)))
+        out.append((key, (image.shape[1], image.shape[0]), detect(board, image, both)))
     return out
 
 
-def _detect_video(board: Board, path: str, every: int) -> list[_Found]:
-    return [(frame.key, (image.shape[1], image.shape[0]), detect(board, image))
+def _detect_video(board: Board, path: str, every: int, both: bool) -> list[_Found]:
+    return [(frame.key, (image.shape[1], image.shape[0]), detect(board, image, both))
             for frame, image in iter_video(path, every)]
 
 
 def detect_sources(board: Board, sources: Mapping[str, str | Path], every: int = 1,
-                   workers: int | None = None) -> dict[str, CameraDetections]:
+                   workers: int | None = None, both_polarities: bool = True) -> dict[str, CameraDetections]:
     """Detect ``board`` in every camera's source (a folder of images or a video file).
 
     ``every``: read every k-th frame of videos (folders: every image). ``workers``: threads
-    (default: CPU count). Returns the cameras in the given order.
+    (default: CPU count). ``both_polarities``: look for a ChArUco board not found in an image
+    in the inverted image too (see :func:`rigstream.inference.boards.detect`). Returns the
+    cameras in the given order.
     """
     if not sources:
         raise CalibrateError("no cameras given (expected CAM=SOURCE pairs)")
@@ -136,13 +139,13 @@ def detect_sources(board: Board, sources: Mapping[str, str | Path], every: int =
         if is_video(p):
             if not p.is_file():
                 raise CalibrateError(f"camera {name}: {p}: no such video file")
-            tasks.append((name, _detect_video, (board, str(p), every)))
+            tasks.append((name, _detect_video, (board, str(p), every, both_polarities)))
         elif p.is_dir():
             images = [(k, str(f)) for k, f in list_images(p)]
             n_chunks = max(1, min(len(images), 2 * (workers or os.cpu_count() or 1)))
             for i in range(n_chunks):
                 if images[i::n_chunks]:
-                    tasks.append((name, _detect_files, (board, images[i::n_chunks])))
+                    tasks.append((name, _detect_files, (board, images[i::n_chunks], both_polarities)))
         elif p.exists():
             raise CalibrateError(f"camera {name}: {p}: expected a folder of images or a video "
                                  f"(.mp4, .avi, .mov, ...), got another kind of file")
@@ -168,8 +171,11 @@ def detect_sources(board: Board, sources: Mapping[str, str | Path], every: int =
             raise CalibrateError(f"camera {name}: images of different sizes in {sources[name]}: "
                                  f"{', '.join(f'{w}x{h}' for w, h in sizes)} (expected one size per camera)")
         frames = {k: d for k, _, d in rows if d is not None}
-        out[name] = CameraDetections(name, str(sources[name]), sizes[0][0], sizes[0][1], len(rows), frames)
-        logger.info("camera %s: board in %d of %d images", name, len(frames), len(rows))
+        both = both_polarities and board.kind == "charuco"
+        out[name] = CameraDetections(name, str(sources[name]), sizes[0][0], sizes[0][1], len(rows), frames,
+                                     both)
+        logger.info("camera %s: board in %d of %d images (%d found inverted)", name, len(frames), len(rows),
+                    out[name].n_inverted)
     logger.info("detection took %.1f s (%d processes)", time.perf_counter() - t0, n_workers)
     return out
 
@@ -551,6 +557,9 @@ class CalibrationResult:
     calibration: Calibration
     report: dict[str, Any]
     """See :func:`calibrate`; also in ``calibration.metadata['report']``."""
+    residuals_px: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Placed camera -> (n,) px reprojection error of each corner of the adjusted model (the
+    observations the report's ``mean_px``, ``median_px`` and ``rmse_px`` are taken over)."""
 
 
 def choose_model(board: Board, detections: Mapping[str, CameraDetections], model: str = "auto"
@@ -583,19 +592,18 @@ def calibrate(board: Board, detections: Mapping[str, CameraDetections], model: s
 
     Returns the placed cameras (input order, the first placed one at the world origin) and a
     report: ``cameras`` (per placed camera: ``images``, ``frames_detected``,
-    ``intrinsics_mean_px``, ``intrinsics_views``, ``intrinsics_views_rejected``, ``frames_used``,
-    ``corners_used``, ``corners_dropped``, ``mean_px``, ``median_px``, ``triangulated_mean_px``),
-    ``not_placed`` (camera -> reason), ``mean_px`` / ``median_px`` over all cameras, and
-    ``triangulated`` (:func:`board_error` summary).
+    ``frames_found_inverted``, ``intrinsics_mean_px``, ``intrinsics_views``,
+    ``intrinsics_views_rejected``, ``frames_used``, ``corners_used``, ``corners_dropped``,
+    ``mean_px``, ``median_px``, ``rmse_px``, ``triangulated_mean_px``), ``not_placed`` (camera ->
+    reason), ``mean_px`` / ``median_px`` / ``rmse_px`` over all cameras, and ``triangulated``
+    (:func:`board_error` summary). ``rmse_px`` is sqrt(mean(e^2)) of the same per-corner errors
+    e as the mean and median (it weighs large errors more: OpenCV's and caliscope's number).
     """
     t0 = time.perf_counter()
     names = list(detections)
     for name, cam in detections.items():
         if not cam.frames:
-            hint = ("squares, marker bits, dictionary" if board.kind == "charuco"
-                    else "inner corners across and down, not squares")
-            raise CalibrateError(f"board {board.describe()} found in 0 of {cam.n_images} images of camera "
-                                 f"{name}: check the board definition ({hint})")
+            raise CalibrateError(_found_nowhere(board, name, cam))
     model, scores = choose_model(board, detections, model)
     logger.info("lens model %s: %s", model, MODELS[model])
     intr = {n: calibrate_intrinsics(board, detections[n], model) for n in names}
@@ -674,12 +682,15 @@ def calibrate(board: Board, detections: Mapping[str, CameraDetections], model: s
     calibration = Calibration(tuple(calibrated), {})
     tri = board_error(calibration, detections, board)
     per_cam: dict[str, Any] = {}
+    residuals: dict[str, np.ndarray] = {}
     for i, n in enumerate(placed_names):
         mine = prob.cam == i
         cam = detections[n]
+        residuals[n] = err[mine]
         per_cam[n] = {
             "images": cam.n_images,
             "frames_detected": len(cam.frames),
+            "frames_found_inverted": cam.n_inverted,
             "intrinsics_views": len(intr[n].views),
             "intrinsics_views_rejected": [int(k) for k in intr[n].rejected],
             "intrinsics_mean_px": round(intr[n].mean_px, 4),
@@ -688,6 +699,7 @@ def calibrate(board: Board, detections: Mapping[str, CameraDetections], model: s
             "corners_dropped": int(np.sum(mine & ~keep)),
             "mean_px": round(float(np.mean(err[mine])), 4),
             "median_px": round(float(np.median(err[mine])), 4),
+            "rmse_px": round(_rmse(err[mine]), 4),
             "triangulated_mean_px": round(tri.per_camera_mean_px.get(n, float("nan")), 4),
         }
     report: dict[str, Any] = {
@@ -700,13 +712,37 @@ def calibrate(board: Board, detections: Mapping[str, CameraDetections], model: s
         "frames_adjusted": len(ba_frames),
         "mean_px": round(float(np.mean(err)), 4),
         "median_px": round(float(np.median(err)), 4),
+        "rmse_px": round(_rmse(err), 4),
         "triangulated": tri.summary(),
         "time_s": round(time.perf_counter() - t0, 2),
         "cameras": per_cam,
         "not_placed": not_placed,
     }
     calibration = Calibration(tuple(calibrated), {"report": report})
-    return CalibrationResult(calibration, report)
+    return CalibrationResult(calibration, report, residuals)
+
+
+def _rmse(err: np.ndarray) -> float:
+    """Root mean square of per-corner errors (px), from the errors themselves, not from their mean."""
+    return float(np.sqrt(np.mean(np.square(err))))
+
+
+def _found_nowhere(board: Board, name: str, cam: CameraDetections) -> str:
+    """The error for a camera whose images hold no board: what was searched (polarities) and the
+    board as configured, so a lab can hold the numbers against its printout."""
+    if cam.both_polarities:
+        tried = "searched as given and inverted (white on black)"
+    elif board.kind == "checkerboard":
+        tried = "a checkerboard is found in either polarity"
+    elif board.inverted:
+        tried = "searched inverted only (the board is marked inverted)"
+    else:
+        tried = ("searched as given only, not inverted (a board printed white on black needs the "
+                 "inverted flag)")
+    hint = ("squares across and down, marker length, dictionary" if board.kind == "charuco"
+            else "inner corners across and down, not squares")
+    return (f"board {board.describe()} found in 0 of {cam.n_images} images of camera {name}: check the board "
+            f"definition ({hint}) against the printout: configured {board.describe_size()}; {tried}")
 
 
 # ---------------------------------------------------------------------- aniposelib-style error

@@ -8,16 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rigstream.inference.boards import (
-    Board,
-    BoardError,
-    detect,
-    frame_key,
-    list_images,
-    load_board,
-    parse_board,
-    read_image,
-)
+from rigstream.inference.board_sources import frame_key, list_images, read_image
+from rigstream.inference.boards import Board, BoardError, detect, load_board, parse_board
 from tests.conftest import SHARED_DATA
 
 
