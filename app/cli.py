@@ -25,6 +25,7 @@ from rigstream.app.commands import (
     cmd_doctor,
     cmd_evaluate,
     cmd_event,
+    cmd_export,
     cmd_keys,
     cmd_monitor,
     cmd_pose,
@@ -226,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", default=None, help="multi-animal files: the track or individual to use")
     p.add_argument("--report", default=None, help="also write the report as JSON")
     p.set_defaults(func=cmd_triangulate)
+
+    p = sub.add_parser("export", help="a session's live 2D pose as DeepLabCut prediction files "
+                                      "(.h5 + .csv per camera video)")
+    p.add_argument("session", help="session folder (pose2d.csv, frames.csv, video/)")
+    p.add_argument("--out", default=None, help="folder for the files (default: SESSION/video, next to "
+                                               "the videos)")
+    p.add_argument("--scorer", default=None,
+                   help="DeepLabCut scorer, also the file name's tail (default: DLC_rigstream_<model>)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("align", help="match two sync-pulse trains and map one clock onto the other")
     p.add_argument("--a", help="edge times on clock A (the Pi's): CSV/TXT/NPY, FILE.ppd[:DIGITAL], "

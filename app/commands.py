@@ -417,6 +417,28 @@ def cmd_triangulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rigstream.inference.dlc_files import export_session
+
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # pandas' import says its thread count
+    report = export_session(args.session, args.out, scorer=args.scorer)
+    for cam in report.cameras:
+        print(f"-> {cam.h5}")
+        print(f"-> {cam.csv}")
+        skipped = [f"{n} {why}" for n, why in ((cam.skipped_dropped, "without a video frame (dropped)"),
+                                               (cam.skipped_unknown, "not in frames.csv"),
+                                               (cam.duplicates, "repeating a posed frame"))
+                   if n]
+        print(f"{cam.camera}: {cam.video_frames} video frames: {cam.posed} posed, {cam.nan_rows} NaN"
+              + (f"; pose rows skipped: {', '.join(skipped)}" if skipped else ""))
+    if report.without_video:
+        print(f"no video, no files: {', '.join(report.without_video)}")
+    for camera, n in report.not_in_frames.items():
+        print(f"{camera}: {n} pose rows skipped (camera not in frames.csv)")
+    print(f"scorer {report.scorer}, {len(report.keypoints)} keypoints")
+    return 0
+
+
 def _print_mapping(summary: dict[str, Any], a_count: int, b_count: int) -> None:
     ub = summary["units_b"]
     print(f"pulses: {a_count} in A, {b_count} in B; matched {summary['n_matched']} "

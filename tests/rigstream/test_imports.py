@@ -13,7 +13,8 @@ MODULES = ["rigstream.basics", "rigstream.rules", "rigstream.config", "rigstream
            "rigstream.app.summary", "rigstream.app.demo", "rigstream.app.monitor", "rigstream.app.cli",
            "rigstream.app.commands", "rigstream.app.report", "rigstream.app.doctor", "rigstream.app.bench",
            "rigstream.app.verify", "rigstream.latency", "rigstream.inference.rules",
-           "rigstream.inference.actions", "rigstream.inference.backends", "rigstream.acquisition.ringbuffer",
+           "rigstream.inference.actions", "rigstream.inference.backends", "rigstream.inference.dlc_files",
+           "rigstream.acquisition.ringbuffer",
            "rigstream.acquisition.backends", "rigstream.firmware.trigger", "rigstream.firmware.backends",
            "rigstream.sync.session_align"]
 
