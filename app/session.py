@@ -30,7 +30,7 @@ import zmq
 from rigstream import framestore, protocol
 from rigstream.app.summary import SessionSummary
 from rigstream.config import ConfigError, InputError, RigConfig, with_overrides
-from rigstream.health import HEALTH, decode_health, kind_of
+from rigstream.health import decode_health
 from rigstream.protocol import Command, Event, Status
 from rigstream.transport import (
     AddressError,
@@ -285,7 +285,7 @@ class Session(SessionSummary):
             comp.proc.kill()  # it reported an error but is still there
             comp.proc.wait(5)
         comp.restarts += 1
-        comp.earlier.append(comp.health if comp.health is not None else HEALTH[kind_of(comp.name)]())
+        comp.earlier.append(self._health(comp.name))
         comp.last = comp.health = None
         self.restarted.append({"component": comp.name, "t_s": round(time.monotonic() - self._t0, 3),
                                "why": first})
@@ -302,11 +302,10 @@ class Session(SessionSummary):
             comp = self.components.get(st.component)
             if comp is not None:
                 comp.last = st
-                if comp.name in COMPONENTS or comp.name.startswith("camera:"):
-                    try:
-                        comp.health = decode_health(comp.name, st.stats)
-                    except protocol.ProtocolError as err:
-                        self.status_malformed(err)  # the counts shown stay the last good ones
+                try:
+                    comp.health = decode_health(comp.name, st.stats)
+                except protocol.ProtocolError as err:
+                    self.status_malformed(err)  # the counts shown stay the last good ones
                 url = comp.health.url if comp.name == "monitor" and comp.health is not None else None
                 if url and st.state == "ready":
                     if self.monitor_url != url:

@@ -302,8 +302,8 @@ class TriggerDaemon:
         try:
             while not self._shutdown.is_set() and not (stop is not None and stop.is_set()):
                 ready = dict(poller.poll(POLL_MS))
-                if self._monitor is not None and self._monitor in ready:
-                    self._log_handshake_failures()
+                if self._auth is not None and self._monitor is not None and self._monitor in ready:
+                    self._auth.log_handshake_failures(self._monitor)
                 if rep not in ready:
                     continue
                 parts = rep.recv_multipart()
@@ -313,10 +313,6 @@ class TriggerDaemon:
         finally:
             self.stop()
             logger.info("trigger: no longer serving commands")
-
-    def _log_handshake_failures(self) -> None:
-        assert self._monitor is not None and self._auth is not None
-        self._auth.log_handshake_failures(self._monitor)
 
     def handle(self, parts: list[bytes], t_command_ns: int) -> Reply:
         """One request (the parts of a ZeroMQ message) to its reply; never raises."""

@@ -252,10 +252,7 @@ class SessionHealth(msgspec.Struct, kw_only=True):
 
 def decode_session_health(stats: dict[str, Any]) -> SessionHealth:
     """The supervisor's health stats as :class:`SessionHealth`; ProtocolError if they do not fit."""
-    try:
-        return msgspec.convert(stats, SessionHealth, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError("invalid-contents", f"session health: {exc}") from None
+    return _convert(stats, SessionHealth, "session health")
 
 
 def kind_of(component: str) -> str:
@@ -269,7 +266,12 @@ def decode_health(component: str, stats: dict[str, Any]) -> Any:
     model = HEALTH.get(kind_of(component))
     if model is None:
         raise ProtocolError("invalid-contents", f"{component}: no health schema for this component")
+    return _convert(stats, model, f"{component} status")
+
+
+def _convert(stats: dict[str, Any], model: type[Any], what: str) -> Any:
+    """``stats`` as ``model`` (keys it does not name ignored); ProtocolError naming ``what``."""
     try:
         return msgspec.convert(stats, model, strict=False)
     except msgspec.ValidationError as exc:
-        raise ProtocolError("invalid-contents", f"{component} status: {exc}") from None
+        raise ProtocolError("invalid-contents", f"{what}: {exc}") from None

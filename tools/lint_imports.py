@@ -32,8 +32,7 @@ def main() -> int:
             dest = Path(tmp, *package.split("."))
             for src in (ROOT / folder).rglob("*.py"):
                 rel = src.relative_to(ROOT / folder)
-                if "__pycache__" in rel.parts or (rel.parts[0] != rel.name and  # a sub-wing mapped too
-                                                  f"{package}.{rel.parts[0]}" in package_dirs):
+                if "__pycache__" in rel.parts:
                     continue
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest / rel)
