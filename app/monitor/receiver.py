@@ -118,6 +118,8 @@ class Receiver:
         shape the page expects are counted as malformed, not fatal."""
         try:
             add(msg)
+        except protocol.ProtocolError as err:  # already says what did not fit (health schemas)
+            self.malformed[name](err)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             self.malformed[name](protocol.ProtocolError("invalid-contents", f"{type(exc).__name__}: {exc}"))
 
