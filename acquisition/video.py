@@ -157,6 +157,41 @@ def read_frames(path: str | Path, gray: bool = True) -> Iterator[np.ndarray]:
                 yield frame.to_ndarray(format="gray" if gray else "rgb24")
 
 
+def read_frames_from(path: str | Path, first: int = 0, gray: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode from video frame ``first`` on: (frame number, pixels) in order, as :func:`read_frames`.
+
+    Seeks to the keyframe at or before ``first`` and decodes forward, so a piece from the middle
+    of a long recording costs a keyframe interval, not the whole file before it. Frame numbers
+    come from the timestamps (our recordings are constant-rate: number = (pts - start) x time
+    base x rate, which is exact at Matroska's millisecond base up to 1 kHz); a stream without
+    timestamps or rate is decoded from the start and counted. The pixels are the decoder's: a
+    view valid until the next step (copy to keep)."""
+    first = max(0, int(first))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        start = stream.start_time or 0
+        timed = rate is not None and stream.time_base is not None
+        if timed and first > 0:
+            target = start + int(Fraction(first) / (rate * stream.time_base))
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+        counted = -1
+        for frame in container.decode(stream):
+            counted += 1
+            if timed and frame.pts is not None:
+                number = round((frame.pts - start) * stream.time_base * rate)
+            elif first > 0 and counted == 0 and timed:
+                raise ValueError(f"{path}: a frame without a timestamp after seeking; cannot number it")
+            else:
+                number = counted
+            if number < first:
+                continue
+            if gray and frame.format.name.startswith("yuv"):
+                yield number, _plane(frame.planes[0])[:, : frame.width]
+            else:
+                yield number, frame.to_ndarray(format="gray" if gray else "rgb24")
+
+
 def count_frames(path: str | Path) -> int:
     """Frames that really decode (not the container's claim)."""
     with av.open(str(path)) as container:
