@@ -17,11 +17,14 @@ and the part of it a set waited behind the engine's previous set (``queued_ms``)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import multiprocessing as mp
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -388,7 +391,54 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def analyze_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Record a demo session per camera count (the embedded rig's frame size, live pose on), pose
+    every frame set ``runs`` times with ``rigstream analyze`` (serial, this process), and print the
+    median rate beside the live and offline errors against the simulated truth."""
+    from rigstream.app.cli import main
+    from rigstream.inference.analyze import AnalyzeSettings, analyze_serial, plan_session
+
+    seconds = args.seconds or 20.0
+    out = Path(args.out or tempfile.mkdtemp(prefix="rigstream-bench-analyze-"))
+    result: dict[str, Any] = {"benchmark": "analyze", "seconds": seconds, "runs": args.runs, "cameras": {}}
+    try:
+        for cams in (int(c) for c in (args.cameras or "2,6").split(",") if c):
+            session = out / f"demo_{cams}cam"
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is the bench's JSON
+                code = main(["demo", "--out", str(session), "--seconds", str(seconds),
+                             "--cameras", str(cams)])
+            if code != 0:
+                raise RuntimeError(f"the {cams}-camera demo failed; see {session}/logs")
+            live = json.loads((session / "summary.json").read_text())["pose"]
+            settings = AnalyzeSettings(threads=args.threads, batch=args.batch, nwb=False)
+            runs = [analyze_serial([plan_session(session, settings)], restart=True)[0]
+                    for _ in range(args.runs)]
+            rates = [r["frame_sets_per_s"] for r in runs]
+            last = runs[-1]
+            truth = last.get("error_vs_truth", {})
+            live3d = live.get("pose3d", {})
+            result["cameras"][str(cams)] = {
+                "frame_sets": last["frame_sets"], "frame_sets_posed": last["frame_sets_posed"],
+                "live_posed": live["framesets_posed"],
+                "frame_sets_per_s_runs": rates, "frame_sets_per_s_median": float(np.median(rates)),
+                "frames_per_s_median": round(float(np.median(rates)) * cams, 1),
+                "error_2d_median_px": {"live": live.get("error_2d_vs_truth", {}).get("median_px"),
+                                       "offline": truth.get("pose2d", {}).get("median_px")},
+                "error_3d_median_mm": {
+                    "live": live3d.get("error_3d_vs_truth", {}).get("median_mm"),
+                    "live_filtered": live3d.get("error_3d_filtered_vs_truth", {}).get("median_mm"),
+                    "offline": truth.get("points3d", {}).get("median_mm"),
+                    "offline_smoothed": truth.get("points3d_smoothed", {}).get("median_mm")},
+            }
+    finally:
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
 def run_bench(what: str, args: argparse.Namespace) -> dict[str, Any]:
+    if what == "analyze":
+        return analyze_speed(args)
     if what == "throughput":
         return throughput(args)
     if what == "soak":

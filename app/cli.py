@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 
+from rigstream.app import analyze_cmd
 from rigstream.app.commands import (
     cmd_align,
     cmd_assemble,
@@ -228,14 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="also write the report as JSON")
     p.set_defaults(func=cmd_triangulate)
 
-    p = sub.add_parser("export", help="a session's live 2D pose as DeepLabCut prediction files "
-                                      "(.h5 + .csv per camera video)")
+    p = sub.add_parser("export", help="a session's live pose as DeepLabCut prediction files "
+                                      "(.h5 + .csv per camera video) and one NWB file")
     p.add_argument("session", help="session folder (pose2d.csv, frames.csv, video/)")
     p.add_argument("--out", default=None, help="folder for the files (default: SESSION/video, next to "
                                                "the videos)")
     p.add_argument("--scorer", default=None,
                    help="DeepLabCut scorer, also the file name's tail (default: DLC_rigstream_<model>)")
+    p.add_argument("--no-nwb", action="store_true", help="no NWB file (default: SESSION/<session>.nwb, "
+                                                         "or in --out)")
+    analyze_cmd.add_neural_rate(p)
     p.set_defaults(func=cmd_export)
+
+    analyze_cmd.add_parser(sub, analyze_cmd.cmd_analyze)
 
     p = sub.add_parser("align", help="match two sync-pulse trains and map one clock onto the other")
     p.add_argument("--a", help="edge times on clock A (the Pi's): CSV/TXT/NPY, FILE.ppd[:DIGITAL], "
@@ -247,10 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=["throughput", "inference", "triangulate", "align", "closed-loop", "soak"])
+    p.add_argument("what", choices=["throughput", "inference", "triangulate", "align", "closed-loop", "soak",
+                                          "analyze"])
     p.add_argument("--seconds", type=float, default=None,
                    help="throughput: per trial (default 30); align: simulated session (default 3600); "
-                        "closed-loop: per configuration (default 30); soak: the session (default 1800)")
+                        "closed-loop: per configuration (default 30); soak: the session (default 1800); "
+                        "analyze: the demo session (default 20)")
     p.add_argument("--rates", default="", help="comma-separated trigger rates to try")
     p.add_argument("--width", type=int, default=1440)
     p.add_argument("--height", type=int, default=1080)
@@ -263,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--threads", type=int, default=2, help="inference: CPU threads per engine")
     p.add_argument("--cameras", default=None,
-                   help="comma-separated camera counts: throughput (default 2), triangulate (default 2,4,6)")
+                   help="comma-separated camera counts: throughput (default 2), triangulate (default 2,4,6), "
+                        "analyze (default 2,6)")
     p.add_argument("--no-monitor", action="store_true", help="throughput: without the monitor")
     p.add_argument("--no-video", action="store_true",
                    help="throughput: whole-session video off (frames.csv still written)")
@@ -271,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true",
                    help="throughput, soak: keep the session folders (raw video: 0.7 GB/s at 2 x 226 Hz)")
     p.add_argument("--keypoints", type=int, default=20, help="triangulate: keypoints per frame set")
+    p.add_argument("--runs", type=int, default=3, help="analyze: analyses of each session (median)")
+    p.add_argument("--batch", type=int, default=8, help="analyze: frame sets per engine call")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -421,6 +421,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rigstream.inference.dlc_files import export_session
 
     logging.getLogger("numexpr").setLevel(logging.WARNING)  # pandas' import says its thread count
+    if not args.no_nwb:
+        from rigstream.inference.nwb_files import require_nwb
+
+        require_nwb("rigstream export (or --no-nwb)")  # before any file is written
     report = export_session(args.session, args.out, scorer=args.scorer)
     for cam in report.cameras:
         print(f"-> {cam.h5}")
@@ -436,6 +440,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     for camera, n in report.not_in_frames.items():
         print(f"{camera}: {n} pose rows skipped (camera not in frames.csv)")
     print(f"scorer {report.scorer}, {len(report.keypoints)} keypoints")
+    if not args.no_nwb:
+        from rigstream.inference.nwb_files import export_session_nwb
+
+        session = Path(args.session).expanduser()
+        out = Path(args.out).expanduser() / f"{session.resolve().name}.nwb" if args.out else None
+        print(f"-> {export_session_nwb(session, out, neural_rate_hz=args.neural_rate_hz)}")
     return 0
 
 

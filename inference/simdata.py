@@ -87,32 +87,42 @@ class SimFrames:
 def pose2d_errors(rig: Any, pose_csv: Path) -> dict[str, Any]:
     """Error of a session's live 2D keypoints (``pose2d.csv``) against the simulated rig's
     ground truth: per frame set and camera, the exact projection of the animal at that pulse."""
-    from rigstream.acquisition.sim_camera import rig_cameras, sim_pose_time_s
-
-    views = rig_cameras(rig)
-    motion = sim_world.AnimalMotion()
     with open(pose_csv, newline="") as f:
         reader = csv.reader(f)
         head = next(reader)
         rows = list(reader)
-    if not rows:
-        return {"framesets": 0, "median_px": None, "p95_px": None, "mean_px": None}
     kp_cols = [i for i, name in enumerate(head) if name.endswith("_x")]
-    errors: list[np.ndarray] = []
-    sets = set()
+    cam_col, n_col = head.index("camera"), head.index("trigger_index")
+    cameras = [row[cam_col] for row in rows]
+    index = np.array([int(row[n_col]) for row in rows], np.int64)
+    xy = np.array([[[float(row[i] or "nan"), float(row[i + 1] or "nan")] for i in kp_cols] for row in rows],
+                  np.float64).reshape(len(rows), len(kp_cols), 2)
+    return pose2d_errors_of(rig, index, cameras, xy)
+
+
+def pose2d_errors_of(rig: Any, trigger_index: np.ndarray, cameras: list[str],
+                     xy: np.ndarray) -> dict[str, Any]:
+    """Error of 2D keypoints against the simulated animal: row ``i`` is camera ``cameras[i]``'s
+    (K, 2) keypoints (frame pixels, NaN where none) at pulse ``trigger_index[i]``; rows without a
+    finite point do not count as posed."""
+    from rigstream.acquisition.sim_camera import rig_cameras, sim_pose_time_s
+
+    views = rig_cameras(rig)
+    motion = sim_world.AnimalMotion()
+    posed = np.isfinite(xy).all(axis=2).any(axis=1)
+    if not posed.any():
+        return {"framesets": 0, "median_px": None, "p95_px": None, "mean_px": None}
+    errors = np.full(xy.shape[:2], np.nan)
     truth_cache: dict[int, np.ndarray] = {}
-    for row in rows:
-        n, cam = int(row[0]), row[3]
+    for i in np.nonzero(posed)[0]:
+        n = int(trigger_index[i])
         pose = truth_cache.get(n)
         if pose is None:
             pose = truth_cache[n] = motion.pose_at(sim_pose_time_s(rig, n))
-        truth = views[cam].project(pose)
-        pred = np.array([[float(row[i]), float(row[i + 1])] for i in kp_cols])
-        errors.append(np.linalg.norm(pred - truth, axis=1))
-        sets.add(n)
-    e = np.concatenate(errors)
-    stats = error_stats(e[np.isfinite(e)])
-    return {"framesets": len(sets), "points": stats.pop("n"), **stats}
+        errors[i] = np.linalg.norm(xy[i] - views[cameras[i]].project(pose), axis=1)
+    e = errors[np.isfinite(errors)]
+    stats = error_stats(e)
+    return {"framesets": len(truth_cache), "points": stats.pop("n"), **stats}
 
 
 def pose3d_errors(rig: Any, points_csv: Path) -> dict[str, Any]:

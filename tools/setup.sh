@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv (once) and installs rigstream with its test tools into it. Safe to re-run.
 # `tools/setup.sh train` also installs the training extra: torch pinned to 2.13.0 (the CPU
-# build; a looser torch pulls several GB of CUDA wheels), pandas, PyTables, tqdm.
+# build; a looser torch pulls several GB of CUDA wheels), pandas, PyTables, tqdm. The analysis extra
+# (pynwb, ndx-pose, Dask) is always installed: `rigstream analyze` and `export` and their tests use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-extras="host,dev"
+extras="host,dev,analysis"
 pins=()
 if [ "${1:-}" = "train" ]; then
-  extras="host,dev,train"
+  extras="host,dev,analysis,train"
   pins=("torch==2.13.0")
 fi
 stamp=".venv/.rigstream-installed-${extras//,/-}"
