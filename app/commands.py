@@ -11,6 +11,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,20 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from rigstream.firmware.trigger import run_trigger
     from rigstream.transport import SignalStop
 
+    rig = _rig(args)
+    attach = None
+    if rig.trigger.backend == "sim" and any(i.sim is not None for i in rig.inputs):
+        from rigstream.acquisition.sim_apparatus import SimApparatus  # numpy and the sim world
+
+        sim = SimApparatus(rig)
+
+        def attach(pins: Any) -> Callable[[], None]:
+            sim.attach(pins)
+            return sim.close
+
     # Ctrl-C or SIGTERM: the train stops, the pins close, and the daemon exits 0 like the others.
-    run_trigger(_rig(args), args.run, stop=SignalStop().on_signals(), autostart=args.start,
-                realtime_priority=args.realtime_priority)
+    run_trigger(rig, args.run, stop=SignalStop().on_signals(), autostart=args.start,
+                realtime_priority=args.realtime_priority, attach=attach)
     return 0
 
 

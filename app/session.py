@@ -82,7 +82,7 @@ COMPONENTS: dict[str, Role] = {
     "assembler": Role("assemble", "stop", "lossless", True, False, False),
     "recorder": Role("record", "report", "lossless", True, True, True),
     "ringbuffer": Role("ringbuffer", "stop", "by-index", True, False, True),
-    "pose": Role("pose", "restart", "latest", False, False, True, when="pose"),
+    "pose": Role("pose", "restart", "latest", False, True, True, when="pose"),
     "monitor": Role("monitor", "restart", "latest", False, False, False, when="monitor"),
     "camera": Role("camera", "report", "source", False, True, False, when="per camera"),
 }
@@ -471,8 +471,11 @@ class Session(SessionSummary):
                    120 + self.rig.clip_window_max_s()[1])
         self.progress(self._progress_line(duration_s))
         summary = self._summary(pulses_sent, duration_s, trigger)
+        if self.rig.inputs:
+            summary["inputs"] = self._inputs_summary(trigger)
         if self.rig.neural_clock is not None:
             summary["neural_clock"] = self._neural_clock()
+        if self.rig.inputs or self.rig.neural_clock is not None:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 

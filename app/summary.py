@@ -9,6 +9,7 @@ tables end, and the session on the neural clock (the simulated recorder's).
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -59,6 +60,27 @@ class SessionSummary:
             return {"kind": "sim", "aligned": False, "error": str(exc)}
         return {"kind": "sim", "aligned": True, "column": f"t_neural_{nc.units}",
                 "mapping": mapping.summary(), "error_vs_truth": score_alignment(self.out, sim)}
+
+    def _inputs_summary(self, trigger: TriggerHealth | None) -> dict[str, Any]:
+        """``inputs.csv`` from the recorded pulses, and per input the activations the daemon
+        counted beside the rows recorded (a difference is a pulse message lost or a recorder
+        that stopped early)."""
+        from rigstream.sync.inputs import write_inputs_table
+
+        try:
+            path = write_inputs_table(self.out)
+        except InputError as exc:
+            logger.warning("inputs: %s", exc)
+            return {"error": str(exc)}
+        recorded: dict[str, int] = {cfg.name: 0 for cfg in self.rig.inputs}
+        if path is not None:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    if row["state"] == "on" and row["input"] in recorded:
+                        recorded[row["input"]] += 1
+        counted = trigger.inputs if trigger is not None else {}
+        return {name: {"activations": counted[name].activations if name in counted else None,
+                       "recorded": n} for name, n in recorded.items()}
 
     def _trigger_health(self, data: dict[str, Any]) -> TriggerHealth | None:
         """The trigger daemon's status reply, typed; None for no reply or a malformed one (counted)."""

@@ -20,6 +20,9 @@ sync-fall      sync line falling edge (sync pulse ``j``)
 ttl-command    a ``ttl`` command's arrival (TTL pulse ``n``, counted from 0 per daemon)
 ttl            TTL rising edge (TTL pulse ``n``)
 ttl-fall       TTL falling edge (TTL pulse ``n``)
+input:NAME     an apparatus input became active (its activation ``n``; see
+               :mod:`.apparatus`), ``input:NAME-off`` released
+out:NAME       a named output's rising edge (its pulse ``n``), ``out:NAME-fall`` its fall
 =============  ==========================================================================
 
 Consumers that want only the camera pulses keep ``line == "camera"``; the recorder writes all of
@@ -49,6 +52,8 @@ stop        -                                            pulses_sent, sync_pulse
 status      -                                            see :meth:`TriggerDaemon.status`
 ttl         width_ms: float = 1.0 (0 < width <= 1000)    index, t_command_ns, t_edge_ns,
                                                          t_fall_due_ns, merged
+output      name: str, width_ms: float, count: int = 1,     output, index, count, t_command_ns,
+            rate_hz: float (for count > 1)               t_edge_ns, t_last_fall_due_ns
 shutdown    -                                            pulses_sent
 ==========  ===========================================  =====================================
 
@@ -87,8 +92,9 @@ from rigstream.config import ConfigError, RigConfig
 from rigstream.protocol import Command, Pulse, Reply
 from rigstream.transport import CurveServer, Publisher, bind_address, is_local_address
 
+from .apparatus import Apparatus, ApparatusError
 from .backends import make_pins
-from .pins import PinBackend, PinError, rig_lines
+from .pins import LINE_ROLES, PinBackend, PinError, rig_lines
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +128,13 @@ class _StartArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class _TTLArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     width_ms: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
+
+
+class _OutputArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    width_ms: Annotated[float, msgspec.Meta(gt=0)]
+    count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    rate_hz: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class _NoArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -197,7 +210,7 @@ class TriggerDaemon:
         keys = {"trigger": "trigger.camera_pin", "sync": "sync_line.pin", "ttl": "trigger.ttl_pin"}
         for pin, name in lines.items():
             try:
-                pins.setup_output(pin, 0)
+                pins.setup_output(pin, 0, name=LINE_ROLES.get(name, name))
             except ValueError as exc:
                 raise ConfigError(f"{keys[name]}: {exc}") from None
 
@@ -231,6 +244,7 @@ class TriggerDaemon:
             "stop": self._cmd_stop,
             "status": self._cmd_status,
             "ttl": self._cmd_ttl,
+            "output": self._cmd_output,
             "shutdown": self._cmd_shutdown,
         }
 
@@ -255,6 +269,11 @@ class TriggerDaemon:
         self.error = ""
         self._late_ns = np.zeros(LATE_WINDOW, dtype=np.int64)
         self._late_max_ns = 0
+        try:  # the apparatus's lines, once the publisher is up (their callbacks publish)
+            self.apparatus = Apparatus(rig, pins, self._publish)
+        except BaseException:
+            self._close_sockets()
+            raise
 
         # Hot-loop state, allocated once.
         self._encoder = msgspec.msgpack.Encoder()
@@ -332,7 +351,7 @@ class TriggerDaemon:
             )
         try:
             data = handler(cmd.args, t_command_ns)
-        except (ValueError, TriggerError, PinError) as exc:
+        except (ValueError, TriggerError, PinError, ApparatusError) as exc:
             logger.warning("trigger: %s refused: %s", cmd.cmd, exc)
             return Reply(ok=False, error=str(exc))
         except Exception as exc:
@@ -357,6 +376,11 @@ class TriggerDaemon:
     def _cmd_ttl(self, args: dict[str, Any], t_command_ns: int) -> dict[str, Any]:
         a = _args("ttl", args, _TTLArgs)
         return self.ttl(a.width_ms, t_command_ns)
+
+    def _cmd_output(self, args: dict[str, Any], t_command_ns: int) -> dict[str, Any]:
+        a = _args("output", args, _OutputArgs)
+        self._check_open()
+        return self.apparatus.output(a.name, a.width_ms, a.count, a.rate_hz, t_command_ns)
 
     def _cmd_shutdown(self, args: dict[str, Any], t_command_ns: int) -> dict[str, Any]:
         _args("shutdown", args, _NoArgs)
@@ -459,6 +483,7 @@ class TriggerDaemon:
             "malformed": self.malformed.total,
             "refused_clients": self.refused_clients,
             "error": self.error,
+            **self.apparatus.status(),
         }
 
     def ttl(self, width_ms: float = 1.0, t_command_ns: int | None = None) -> dict[str, Any]:
@@ -698,15 +723,19 @@ class TriggerDaemon:
                 self._ttl_thread.join(JOIN_TIMEOUT_S + 1.0)
                 if self._ttl_thread.is_alive():
                     logger.error("trigger: the TTL line's thread did not end; the line may be high")
-            if self._monitor is not None:
-                self._rep.disable_monitor()
-                self._monitor.close()
-            self._rep.close()
-            with self._pub_lock:
-                self._pulse_pub.close()
-            if self._auth is not None:
-                self._auth.close()
+            self.apparatus.close(JOIN_TIMEOUT_S + 1.0)
+            self._close_sockets()
             logger.info("trigger: closed after %d pulses", self.pulses_sent)
+
+    def _close_sockets(self) -> None:
+        if self._monitor is not None:
+            self._rep.disable_monitor()
+            self._monitor.close()
+        self._rep.close()
+        with self._pub_lock:
+            self._pulse_pub.close()
+        if self._auth is not None:
+            self._auth.close()
 
     def __enter__(self) -> TriggerDaemon:
         return self
@@ -743,10 +772,13 @@ def run_trigger(
     autostart: bool = False,
     *,
     realtime_priority: int | None = None,
+    attach: Callable[[PinBackend], Callable[[], None]] | None = None,
 ) -> None:
     """Make the rig's pins and a daemon, and serve until ``shutdown`` or ``stop``.
 
-    With ``autostart`` the train starts at once and runs until stopped. A context made here is
+    With ``autostart`` the train starts at once and runs until stopped. ``attach(pins)`` is
+    called once the daemon has set its lines up (the simulated apparatus drives the simulated
+    pins from there); what it returns is called before the pins close. A context made here is
     terminated on return.
     """
     own_ctx = ctx is None
@@ -759,10 +791,15 @@ def run_trigger(
             # Everything made so far (modules, numpy, zmq) lives as long as the process: leave
             # it out of the garbage collector's full collections, which run in whichever thread
             # allocates and would otherwise scan it all, holding up the pulse thread.
-            gc.freeze()
-            if autostart:
-                d.start()
-            d.serve(stop)
+            detach = attach(pins) if attach is not None else None
+            try:
+                gc.freeze()
+                if autostart:
+                    d.start()
+                d.serve(stop)
+            finally:
+                if detach is not None:
+                    detach()
     finally:
         if own_ctx:
             context.term()

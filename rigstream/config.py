@@ -315,6 +315,52 @@ class TransportConfig(_Model, kw_only=True):
     """How long the assembler waits for a late camera before emitting an incomplete set."""
 
 
+class SimInputConfig(_Model, kw_only=True):
+    """What drives a simulated input: the line is active while the simulated animal's
+    ``keypoint`` is inside the box ``[min, max]`` (world mm) at a camera pulse, and changes at
+    that pulse's time, so the truth of every edge is a trigger index."""
+
+    keypoint: str
+    min: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)]
+    max: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)]
+
+    def __post_init__(self) -> None:
+        if any(not math.isfinite(v) for v in (*self.min, *self.max)):
+            raise ValueError("min and max must be finite numbers")
+        if any(lo >= hi for lo, hi in zip(self.min, self.max, strict=True)):
+            raise ValueError(f"min {self.min} must be below max {self.max} on every axis")
+
+
+class InputConfig(_Model, kw_only=True):
+    """A line from the behaviour apparatus into the Pi (a knob's touch sensor, a lever, a beam
+    break, a lick sensor), watched by the trigger daemon."""
+
+    name: Name
+    pin: NonNegInt
+    """BCM pin."""
+    pull: Literal["up", "down", "off"] = "off"
+    """The Pi's internal pull resistor."""
+    active: Literal["high", "low"] = "high"
+    """The level that means "on" (touched, pressed, broken): ``low`` for a switch to ground
+    with ``pull: up``."""
+    debounce_us: NonNegInt = 1000
+    """A change counts only once the level has held this long (its time is when it began)."""
+    sim: SimInputConfig | None = None
+    """The simulated twin (``trigger.backend: sim``): what makes the line change."""
+
+
+class OutputConfig(_Model, kw_only=True):
+    """A named output line to the apparatus (a reward valve, an LED, a laser), driven by the
+    trigger daemon with ``pulse`` and ``train`` actions."""
+
+    name: Name
+    pin: NonNegInt
+    active: Literal["high", "low"] = "high"
+    """The level that means "on"; the line rests at the other."""
+    max_width_ms: PositiveFloat = 1000.0
+    """The longest pulse the line accepts (a valve left open floods the cage)."""
+
+
 class SimRecorderConfig(_Model, kw_only=True):
     """The simulated neural recorder: its own clock, sampling, and imperfect sync input."""
 
@@ -356,6 +402,10 @@ class RigConfig(_Model, kw_only=True):
     calibration: str | None = None
     """The cameras' calibration (aniposelib TOML), relative to the rig file. Live 3D uses it,
     and simulated cameras are placed by it (default for them: a ring around the arena)."""
+    inputs: list[InputConfig] = []
+    """Lines from the apparatus, watched by the trigger daemon; their edges go to ``inputs.csv``."""
+    outputs: list[OutputConfig] = []
+    """Named output lines the rules (and ``rigstream output``) pulse."""
     rules: list[Rule] = []
     """Closed-loop rules on the live pose (see rigstream.rules); checked against the model's
     keypoints and the cameras when a session (or ``rigstream check``) plans the pose engine."""
@@ -388,10 +438,30 @@ class RigConfig(_Model, kw_only=True):
                              for c in sims)
             raise ValueError(f"prerender_s must be the same for every simulated camera (they "
                              f"show one animal), got {each}")
+        self._check_lines()
         if self.pose is not None:
             unknown = sorted(set(self.pose.crops) - set(names))
             if unknown:
                 raise ValueError(f"pose.crops names cameras not in the rig: {', '.join(unknown)}")
+
+    def _check_lines(self) -> None:
+        """Every pin has one role, and every apparatus line a name of its own."""
+        used: dict[int, str] = {self.trigger.camera_pin: "trigger.camera_pin"}
+        if self.sync_line.enabled:
+            used.setdefault(self.sync_line.pin, "sync_line.pin")
+        used.setdefault(self.trigger.ttl_pin, "trigger.ttl_pin")
+        seen: dict[str, str] = {}
+        for kind, lines in (("inputs", self.inputs), ("outputs", self.outputs)):
+            for i, line in enumerate(lines):
+                key = f"{kind}[{i}] {line.name!r}"
+                if line.name in seen:
+                    raise ValueError(f"{key}: the name is already {seen[line.name]}")
+                if line.name in ("camera", "sync", "ttl"):
+                    raise ValueError(f"{key}: {line.name!r} names one of the trigger's own lines")
+                if line.pin in used:
+                    raise ValueError(f"{key}: pin {line.pin} is already {used[line.pin]}")
+                seen[line.name] = key
+                used[line.pin] = key
 
     @property
     def primary(self) -> CameraConfig:

@@ -187,6 +187,20 @@ class MonitorHealth(_Health):
     buttons: dict[str, Any] = {}
 
 
+class InputLineHealth(msgspec.Struct, kw_only=True):
+    """One apparatus input: active now (1) or not, and its activations so far."""
+
+    state: int = 0
+    activations: int = 0
+
+
+class OutputLineHealth(msgspec.Struct, kw_only=True):
+    """One named output: pulses started so far, and whether a pulse or train runs now."""
+
+    pulses: int = 0
+    busy: bool = False
+
+
 class TriggerHealth(_Health):
     """The trigger daemon's ``status`` reply: the train, its lateness, the TTL line, refusals."""
 
@@ -205,6 +219,8 @@ class TriggerHealth(_Health):
     overruns: int = 0
     malformed: int = 0
     refused_clients: int = 0
+    inputs: dict[str, InputLineHealth] = {}
+    outputs: dict[str, OutputLineHealth] = {}
 
 
 HEALTH: dict[str, type[_Health]] = {

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 MAPPING_FILE = "neural_mapping.json"
 TABLES = ("frames.csv", "pulses.csv", "pose2d.csv", "pose3d.csv", "pose3d_filtered.csv", "events.csv",
-          "firings.csv")
+          "firings.csv", "inputs.csv")
 
 
 class SessionAlignError(InputError):
