@@ -54,10 +54,12 @@ TTL_REPLY_TIMEOUT_S = 2.0
 COLUMNS = ("rule", "trigger_index", "t_pi_ns", "actions", "t_frames_ns", "t_set_ns", "t_pose2d_ns",
            "t_pose3d_ns", "t_rule_ns", "ttl_index", "ttl_merged", "t_ttl_command_ns", "t_ttl_ns",
            "t_ttl_fall_due_ns", *(f"{s}_ms" for s in STEPS), "infer_ms", "queued_ms", "total_ms",
-           "ttl_error")
+           "ttl_error", "outputs")
 """``t_ttl_ns``: when this firing's TTL line was high: the pulse's rising edge, or for a TTL
 merged into a pulse already on the line (``ttl_merged`` 1), its command's arrival. The falling
-edge's own time is in ``pulses.csv`` (line ``ttl-fall``, index ``ttl_index``)."""
+edge's own time is in ``pulses.csv`` (line ``ttl-fall``, index ``ttl_index``). ``outputs``: the
+named outputs the firing started, ``name:index`` (their edges are in ``pulses.csv`` as
+``out:name``); a refused one is in ``ttl_error``."""
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Chain:
     t_ttl_ns: int = -1
     ttl: dict[str, Any] = field(default_factory=dict)
     ttl_error: str = ""
+    outputs: list[str] = field(default_factory=list)
 
     def steps_ms(self) -> dict[str, float]:
         """Each step's duration (ms); a step with an unknown end is left out, a skipped one
@@ -108,7 +111,8 @@ class Chain:
 class _Pending:
     firing: Firing
     chain: Chain
-    ttl_left: int
+    expect: collections.deque[str]
+    """The replies still to come, in the order their commands went (``ttl``, ``output``)."""
     t_sent: float
 
 
@@ -153,16 +157,30 @@ class ActionRunner:
 
     # -- on the pose loop ------------------------------------------------------------------------
 
-    def fire(self, firing: Firing, chain: Chain, pose: protocol.Pose3D | protocol.Pose2D) -> None:
-        """Carry out ``firing``'s actions now (TTL first: it is the latency-critical one)."""
-        ttls = [a.ttl for a in firing.actions if a.ttl is not None]
-        for ttl in ttls:
-            self._send_ttl(ttl.width_ms)
+    def fire(self, firing: Firing, chain: Chain, pose: protocol.Pose3D | protocol.Pose2D | None) -> None:
+        """Carry out ``firing``'s actions now (TTL first: it is the latency-critical one; then the
+        named outputs). ``pose`` is None for a rule fired by an input's edge."""
+        expect: collections.deque[str] = collections.deque()
+        commands: list[tuple[str, dict[str, Any]]] = [("ttl", {"width_ms": a.ttl.width_ms})
+                                                      for a in firing.actions if a.ttl is not None]
+        for a in firing.actions:
+            if a.output is not None:
+                o = a.output
+                args: dict[str, Any] = {"name": o.name, "width_ms": o.width_ms, "count": o.count}
+                if o.rate_hz is not None:
+                    args["rate_hz"] = o.rate_hz
+                commands.append(("output", args))
+        for cmd, args in commands:
+            if self._send(cmd, args):
+                expect.append(cmd)
+            else:
+                chain.ttl_error = f"{cmd} command not sent (the trigger daemon is not taking commands)"
         clip = next((a.clip for a in firing.actions if a.clip is not None), None)
         event = firing.event()
-        event.data["kind"] = "3d" if isinstance(pose, protocol.Pose3D) else "2d"
+        event.data["kind"] = ("input" if pose is None else "3d" if isinstance(pose, protocol.Pose3D)
+                              else "2d")
         event.data["chain_ms"] = chain.steps_ms()
-        if any(a.event is not None for a in firing.actions):
+        if pose is not None and any(a.event is not None for a in firing.actions):
             event.data["pose"] = _pose_data(pose)
         if clip is not None:
             event.data["clip"] = {"pre_s": clip.pre_s, "post_s": clip.post_s}
@@ -175,13 +193,14 @@ class ActionRunner:
                              firing.rule, firing.trigger_index)
         self.pub.send(event)
         self.counts["firings"] += 1
-        pending = _Pending(firing, chain, len(ttls), time.monotonic())
-        if ttls:
+        pending = _Pending(firing, chain, expect, time.monotonic())
+        if expect:
             self._pending.append(pending)
         else:
             self._finish(pending)
 
-    def _send_ttl(self, width_ms: float) -> None:
+    def _send(self, cmd: str, args: dict[str, Any]) -> bool:
+        """A command to the trigger daemon, without waiting; False if it could not be sent."""
         if self.ttl_sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -190,13 +209,16 @@ class ActionRunner:
                 self._curve.apply(sock)
             sock.connect(self._ttl_address)
             self.ttl_sock = sock
-        request = protocol.encode(Command(cmd="ttl", args={"width_ms": width_ms}))
+        request = protocol.encode(Command(cmd=cmd, args=args))
         try:  # an empty delimiter, then the request: what a REQ socket would send
             self.ttl_sock.send_multipart([b"", request], zmq.NOBLOCK)
-            self.counts["ttl_sent"] += 1
+            self.counts[f"{cmd}_sent"] += 1
+            return True
         except zmq.Again:
-            self.counts["ttl_not_sent"] += 1
-            logger.error("rule TTL not sent: the trigger daemon's control socket is not taking commands")
+            self.counts[f"{cmd}_not_sent"] += 1
+            logger.error("rule %s not sent: the trigger daemon's control socket is not taking "
+                         "commands", cmd)
+            return False
 
     def poll(self) -> None:
         """Collect TTL replies (each completes the oldest firing waiting for one) and give up on
@@ -215,7 +237,16 @@ class ActionRunner:
                 self.counts["ttl_replies_unexpected"] += 1
                 continue
             p = self._pending[0]
-            if reply.ok and p.chain.t_ttl_ns < 0:  # the first TTL's edge ends the chain
+            kind = p.expect.popleft()
+            if kind == "output":
+                if reply.ok:
+                    p.chain.outputs.append(f"{reply.data.get('output')}:{reply.data.get('index')}")
+                    self.counts["output_done"] += 1
+                else:
+                    p.chain.ttl_error = "; ".join(e for e in (p.chain.ttl_error, reply.error) if e)
+                    self.counts["output_refused"] += 1
+                    logger.error("rule %s: the trigger refused the output: %s", p.firing.rule, reply.error)
+            elif reply.ok and p.chain.t_ttl_ns < 0:  # the first TTL's edge ends the chain
                 key = "t_command_ns" if reply.data.get("merged") else "t_edge_ns"
                 p.chain.t_ttl_ns = int(reply.data.get(key, -1))
                 p.chain.ttl = dict(reply.data)
@@ -224,8 +255,7 @@ class ActionRunner:
                 p.chain.ttl_error = reply.error
                 self.counts["ttl_refused"] += 1
                 logger.error("rule %s: the trigger refused the TTL: %s", p.firing.rule, reply.error)
-            p.ttl_left -= 1
-            if p.ttl_left == 0:
+            if not p.expect:
                 self._finish(self._pending.popleft())
         now = time.monotonic()
         while self._pending and now - self._pending[0].t_sent > TTL_REPLY_TIMEOUT_S:
@@ -267,7 +297,7 @@ class ActionRunner:
                 int(ttl["merged"]) if "merged" in ttl else "", ttl.get("t_command_ns", ""),
                 c.t_ttl_ns if c.t_ttl_ns >= 0 else "", ttl.get("t_fall_due_ns", ""),
                 *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(c.queued_ms), _fmt(total),
-                c.ttl_error])
+                c.ttl_error, " ".join(c.outputs)])
 
     def flush(self) -> None:
         """Hand firings.csv's buffered rows to the OS (the pose engine calls this on its flush

@@ -52,6 +52,7 @@ from rigstream.inference.anipose_csv import points3d_columns
 from rigstream.inference.backends import make_filter, open_engine
 from rigstream.inference.engines import Engine
 from rigstream.inference.filters import PoseFilter
+from rigstream.inference.input_feed import InputFeed
 from rigstream.inference.modeldir import ModelError, PoseModel, load_model, resolve_model_path
 from rigstream.inference.preprocess import ViewError, ViewTransform
 from rigstream.inference.rules import RuleEngine, RuleError, validate_rules
@@ -124,7 +125,8 @@ def plan_pose(rig: RigConfig, open_check: bool = True) -> PosePlan:
     triangulator = plan_triangulation(rig)
     try:
         validate_rules(rig.rules, model.keypoints, [c.name for c in rig.cameras],
-                       has_3d=triangulator is not None)
+                       has_3d=triangulator is not None, inputs=[i.name for i in rig.inputs],
+                       outputs=[o.name for o in rig.outputs])
     except RuleError as exc:
         raise PoseSetupError(f"{exc} (model {model.card.name}: {model.folder})") from None
     return PosePlan(model, transforms, triangulator)
@@ -243,6 +245,9 @@ class PoseEngineNode(Component):
                                         trigger_client_keys(rig))
             self._rules_2d = any(r.kind == "2d" for r in rig.rules)
             self._rules_3d = any(r.kind == "3d" for r in rig.rules)
+        self.input_feed = InputFeed(ctx, rig.address("pulses", run))
+        """The apparatus's input edges, for the rules (the session counts this engine among the
+        pulse stream's subscribers, so it subscribes with or without rules)."""
         self._set_times = (-1, -1, -1)
         """The newest frame set's last camera frame (node receive time), its arrival here, and
         when the engine began to wait for it (ns): a set complete before that waited in a queue
@@ -288,6 +293,10 @@ class PoseEngineNode(Component):
 
     def turn(self) -> bool:
         posed = self.step(timeout_ms=20)
+        edges = self.input_feed.poll()
+        if self.rules is not None:
+            for name, on, t_ns, n in edges:
+                self._input_rules(name, on, t_ns, n)
         if self.actions is not None:
             self.actions.poll()
         self.stores.wait(0)  # the camera headers only wake readers: drop them, open stores
@@ -460,6 +469,17 @@ class PoseEngineNode(Component):
             logger.info("rule %s fired on pulse %d (%s)", firing.rule, firing.trigger_index,
                         "+".join(a.kind for a in firing.actions))
 
+    def _input_rules(self, name: str, on: bool, t_ns: int, trigger_index: int) -> None:
+        """An input's edge: logged for the input tests; the rules that fire on it carry out their
+        actions now (a clip of ``[n - pre, n + post]`` around the edge's frame ``n``)."""
+        assert self.rules is not None and self.actions is not None
+        for firing in self.rules.input_edge(name, on, t_ns, trigger_index):
+            chain = Chain(t_pulse_ns=t_ns, t_frames_ns=-1, t_set_ns=-1, t_pose2d_ns=-1, t_pose3d_ns=-1,
+                          t_rule_ns=firing.t_eval_ns)
+            self.actions.fire(firing, chain, None)
+            logger.info("rule %s fired on input %s %s (pulse %d)", firing.rule, name, "on" if on else "off",
+                        trigger_index)
+
     def _pose3d(self, head: protocol.FrameSetHeader) -> tuple[Pose3D, Points3D, np.ndarray, np.ndarray]:
         """Triangulate the frame set's views and filter: the Pose3D, the points, and the raw and
         filtered positions, for :meth:`_record3d` once the rules have run."""
@@ -574,7 +594,7 @@ class PoseEngineNode(Component):
             self.actions.close()
         self._close_files()
         self.sub.close(linger=0)
-        for part in (self.stores, self.pub, self.status, self.control):
+        for part in (self.stores, self.pub, self.status, self.control, self.input_feed):
             part.close()
         self.engine.close()
 

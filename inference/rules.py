@@ -41,6 +41,7 @@ processing delay does not change it):
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -312,6 +313,40 @@ def _measure_2d(key: str, leaf: Any, ix: dict[str, int], min_score: float) -> tu
     raise ValueError(f"{key}: has no 2D form")
 
 
+class InputLog:
+    """Every edge of the apparatus's inputs seen so far, in time order per input, for the rules'
+    input tests: the state at a pulse, an edge within a window before it."""
+
+    def __init__(self) -> None:
+        self._t: dict[str, list[int]] = {}
+        self._on: dict[str, list[bool]] = {}
+
+    def clear(self) -> None:
+        self._t.clear()
+        self._on.clear()
+
+    def add(self, name: str, on: bool, t_ns: int) -> None:
+        times, states = self._t.setdefault(name, []), self._on.setdefault(name, [])
+        at = bisect.bisect_right(times, t_ns)  # edges can arrive a little out of order
+        times.insert(at, t_ns)
+        states.insert(at, on)
+
+    def state_at(self, name: str, t_ns: int) -> bool:
+        """On at ``t_ns``: its last edge at or before then was ``on`` (off before any edge)."""
+        times = self._t.get(name)
+        if not times:
+            return False
+        at = bisect.bisect_right(times, t_ns) - 1
+        return at >= 0 and self._on[name][at]
+
+    def edge_within(self, name: str, on: bool, t_ns: int, window_ns: int) -> bool:
+        times = self._t.get(name)
+        if not times:
+            return False
+        lo, hi = bisect.bisect_left(times, t_ns - window_ns), bisect.bisect_right(times, t_ns)
+        return any(self._on[name][i] == on for i in range(lo, hi))
+
+
 class _RuleState:
     __slots__ = ("active", "armed", "false_since_ns", "fired", "has_margin", "hold_ns", "last_fired_ns",
                  "last_index", "rearm_ns", "refractory_ns", "root", "rule", "since_ns")
@@ -367,8 +402,17 @@ class RuleEngine:
         self._measures2: list[Measure2D] = []
         self._vals3: list[float] = []
         self._vals2: list[float] = []
+        self.inputs = InputLog()
+        """The apparatus's edges (fed by :meth:`input_edge`)."""
+        self._t_now = -1  # the pulse time of the pose being evaluated, for input tests
+        self._on_input: dict[tuple[str, bool], list[_RuleState]] = {}
         for i, rule in enumerate(rules):
             kind = rule.kind
+            if rule.on_input is not None:
+                key = (rule.on_input.name, rule.on_input.edge == "on")
+                self._on_input.setdefault(key, []).append(_RuleState(rule, None, False))
+                continue
+            assert rule.when is not None
             for path, _, leaf in iter_leaves(rule.when):
                 for field in ("keypoint", "a", "b", "c"):
                     kp = getattr(leaf, field, None)
@@ -383,7 +427,8 @@ class RuleEngine:
         self._last_index: dict[str, int | None] = {"3d": None, "2d": None}
         self._last_t_ns: dict[str, int] = {"3d": -1, "2d": -1}
         self._prev_xyz: Any = None
-        self._by_name = {s.rule.name: s for states in self._states.values() for s in states}
+        self._by_name = {s.rule.name: s for states in (*self._states.values(), *self._on_input.values())
+                         for s in states}
 
     def _compile(self, cond: Condition, kind: str, ix: dict[str, int], margins: list[float]) -> Any:
         key, value = cond.key, cond.value
@@ -393,6 +438,8 @@ class RuleEngine:
             return _Any([self._compile(c, kind, ix, margins) for c in value])
         if key == "not":
             return _Not(self._compile(value, kind, ix, margins))
+        if key in ("input", "input_edge"):
+            return self._compile_input(key, value, kind)
         margins.append(value.margin)
         if kind == "3d":
             measure3, strict = _measure_3d(key, value, ix)
@@ -401,6 +448,42 @@ class RuleEngine:
         measure2, strict = _measure_2d(key, value, ix, self.min_score_2d)
         self._measures2.append(measure2)
         return _Test(len(self._measures2) - 1, value.margin, strict)
+
+    def _compile_input(self, key: str, leaf: Any, kind: str) -> _Test:
+        """An input test reads the log at the pose's pulse: +1 true, -1 false (never unknown:
+        an input has a level at every moment)."""
+        log, name = self.inputs, leaf.name
+        if key == "input":
+            want = leaf.state == "on"
+
+            def measure(*_: Any) -> float:
+                return 1.0 if log.state_at(name, self._t_now) == want else -1.0
+        else:
+            on, window = leaf.edge == "on", round(leaf.within_ms * 1e6)
+
+            def measure(*_: Any) -> float:
+                return 1.0 if log.edge_within(name, on, self._t_now, window) else -1.0
+        measures: list[Any] = self._measures3 if kind == "3d" else self._measures2
+        measures.append(measure)
+        return _Test(len(measures) - 1, 0.0, False)
+
+    def input_edge(self, name: str, on: bool, t_ns: int, trigger_index: int) -> list[Firing]:
+        """An apparatus input's edge (``on``: it became active) at ``t_ns`` on the Pi's clock, in
+        the frame of pulse ``trigger_index``: logged for the input tests, and the firings of the
+        rules that fire on it (``on_input``), each at most once per ``refractory_ms``."""
+        self.inputs.add(name, on, t_ns)
+        self.counters["input_edges"] += 1
+        firings = []
+        for st in self._on_input.get((name, on), ()):
+            if st.last_fired_ns is not None and t_ns - st.last_fired_ns < st.refractory_ns:
+                self.counters["input_refractory"] += 1
+                continue
+            st.fired += 1
+            st.last_fired_ns = t_ns
+            st.last_index = trigger_index
+            firings.append(Firing(rule=st.rule.name, trigger_index=trigger_index, t_pi_ns=t_ns,
+                                  actions=st.rule.actions, t_eval_ns=time.monotonic_ns()))
+        return firings
 
     def update(self, pose: Pose3D | Pose2D) -> list[Firing]:
         """Run the rules of the pose's kind on it; the firings, in the rules' order."""
@@ -420,6 +503,7 @@ class RuleEngine:
             self._ignore("keypoint_mismatch", pose, kind)
             return []
         self._last_index[kind] = index
+        self._t_now = t
         self.counters["poses_" + kind] += 1
         if kind == "3d":
             xyz = pose.xyz  # type: ignore[union-attr]
@@ -480,6 +564,8 @@ class RuleEngine:
         self._last_index = {"3d": None, "2d": None}
         self._last_t_ns = {"3d": -1, "2d": -1}
         self._prev_xyz = None
+        self.inputs.clear()
+        self._t_now = -1
         self.counters.clear()
 
 

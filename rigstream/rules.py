@@ -36,7 +36,23 @@ full-frame pixels, else it is 3D, in the calibration's frame and mm):
 - ``confidence_above: {keypoint, min_score, camera?, margin?}``: the keypoint's score
   ``>= min_score`` (3D: Pose3D.score, the mean confidence of the views used, 0 without a point;
   2D: that camera's confidence).
+- ``input: {name, state?}``: the apparatus input ``name`` (``inputs:`` in the rig file) is ``on``
+  (the default) or ``off`` at the pose's pulse; ``input_edge: {name, within_ms, edge?}``: it had an
+  ``on`` (or ``off``) edge in the ``within_ms`` before the pulse. Input tests combine with pose tests
+  of either kind (a rule needs at least one pose test).
 - ``all: [...]``, ``any: [...]``, ``not: {...}``: combinators, nested freely.
+
+Instead of ``when``, a rule can fire on an input's edges: ``on_input: {name, edge?}`` fires at every
+``on`` (or ``off``) edge, at most once per ``refractory_ms``, on the frame the edge falls in (the
+seed lab's "the rat touches the knob -> 5 s before and 2 s after")::
+
+    - name: touch
+      on_input: {name: knob}
+      actions: [{clip: {pre_s: 5, post_s: 2}}, {output: {name: reward, width_ms: 40}}]
+
+Actions: ``ttl: {width_ms}`` (the trigger's TTL line), ``clip: {pre_s, post_s}``, ``event: {name?}``,
+``output: {name, width_ms, count?, rate_hz?}`` (a pulse, or a train of ``count`` at ``rate_hz``, on a
+named output line of the rig: a reward valve, an LED, a laser).
 
 :func:`parse_rules` decodes rules with one-line errors; :func:`validate_rules` checks them against
 a rig's keypoints and cameras.
@@ -248,9 +264,32 @@ class ConfidenceAbove(_Model):
         _at_least("margin", self.margin, 0.0)
 
 
-Leaf = InBox | InSphere | SpeedAbove | DistanceBelow | AngleBetween | ConfidenceAbove
+class InputIs(_Model):
+    """The apparatus input ``name`` is ``on`` (active: touched, pressed) or ``off`` at the pose's
+    pulse, as its last edge at or before that pulse left it."""
 
-_LEAF_KEYS = ("in_box", "in_sphere", "speed_above", "distance_below", "angle_between", "confidence_above")
+    name: Name
+    state: Literal["on", "off"] = "on"
+
+
+class InputEdgeWithin(_Model):
+    """The input ``name`` had an ``edge`` (``on``: it became active; ``off``: released) in the
+    ``within_ms`` before the pose's pulse (the pulse included)."""
+
+    name: Name
+    within_ms: float
+    edge: Literal["on", "off"] = "on"
+
+    def __post_init__(self) -> None:
+        _above("within_ms", self.within_ms, 0.0, " ms")
+
+
+Leaf = (InBox | InSphere | SpeedAbove | DistanceBelow | AngleBetween | ConfidenceAbove | InputIs
+        | InputEdgeWithin)
+
+_LEAF_KEYS = ("in_box", "in_sphere", "speed_above", "distance_below", "angle_between", "confidence_above",
+              "input", "input_edge")
+_INPUT_KEYS = ("input", "input_edge")
 _COMBINATOR_KEYS = ("all", "any", "not")
 _KEY_ATTR = {**{k: k for k in _LEAF_KEYS}, "all": "all_", "any": "any_", "not": "not_"}
 
@@ -268,6 +307,8 @@ class Condition(_Model, omit_defaults=True):
     distance_below: DistanceBelow | None = None
     angle_between: AngleBetween | None = None
     confidence_above: ConfidenceAbove | None = None
+    input: InputIs | None = None
+    input_edge: InputEdgeWithin | None = None
     all_: list[Condition] | None = msgspec.field(default=None, name="all")
     any_: list[Condition] | None = msgspec.field(default=None, name="any")
     not_: Condition | None = msgspec.field(default=None, name="not")
@@ -295,7 +336,9 @@ class Condition(_Model, omit_defaults=True):
 
 
 def _leaf_space(key: str, leaf: Leaf) -> str:
-    """``3d`` or ``camera NAME``."""
+    """``3d``, ``camera NAME``, or ``input`` (a test of the apparatus, on either pose)."""
+    if key in _INPUT_KEYS:
+        return "input"
     camera = getattr(leaf, "camera", None)
     return "3d" if camera is None else f"camera {camera}"
 
@@ -346,32 +389,68 @@ class EventAction(_Model):
     """The event's name; default: the rule's name."""
 
 
+class OutputAction(_Model):
+    """A pulse (``count`` 1) or a train (``count`` pulses at ``rate_hz``) on a named output line
+    of the rig (``outputs:``), driven by the trigger daemon."""
+
+    name: Name
+    width_ms: float
+    count: int = 1
+    rate_hz: float | None = None
+
+    def __post_init__(self) -> None:
+        _above("width_ms", self.width_ms, 0.0, " ms")
+        if self.count < 1:
+            raise ValueError(f"count: expected at least 1, got {self.count}")
+        if self.count > 1:
+            if self.rate_hz is None:
+                raise ValueError(f"rate_hz: a train of {self.count} pulses needs a rate")
+            _above("rate_hz", self.rate_hz, 0.0, " Hz")
+            if self.width_ms >= 1000.0 / self.rate_hz:
+                raise ValueError(f"width_ms: {self.width_ms:g} ms does not fit the train's period "
+                                 f"({1000.0 / self.rate_hz:g} ms at {self.rate_hz:g} Hz)")
+
+
+_ACTION_KEYS = ("ttl", "clip", "event", "output")
+
+
 class Action(_Model, omit_defaults=True):
-    """Exactly one of ``ttl``, ``clip``, ``event``."""
+    """Exactly one of ``ttl``, ``clip``, ``event``, ``output``."""
 
     ttl: TtlAction | None = None
     clip: ClipAction | None = None
     event: EventAction | None = None
+    output: OutputAction | None = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("ttl", "clip", "event") if getattr(self, k) is not None]
+        given = [k for k in _ACTION_KEYS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"expected exactly one of ttl, clip, event; got {' and '.join(given) or 'none'}")
+            raise ValueError(f"expected exactly one of {', '.join(_ACTION_KEYS)}; got "
+                             f"{' and '.join(given) or 'none'}")
 
     @property
-    def kind(self) -> Literal["ttl", "clip", "event"]:
-        return "ttl" if self.ttl is not None else "clip" if self.clip is not None else "event"
+    def kind(self) -> Literal["ttl", "clip", "event", "output"]:
+        return next(k for k in _ACTION_KEYS if getattr(self, k) is not None)  # type: ignore[return-value]
 
 
 # -- rules ------------------------------------------------------------------------------------------
 
 
-class Rule(_Model):
-    """A condition on the live pose and what to do when it holds (see the module's docstring)."""
+class OnInput(_Model):
+    """Fire on every ``edge`` of the apparatus input ``name`` (``on``: it became active)."""
 
     name: Name
-    when: Condition
+    edge: Literal["on", "off"] = "on"
+
+
+class Rule(_Model):
+    """A condition on the live pose (``when``), or an edge of an apparatus input (``on_input``),
+    and what to do when it holds (see the module's docstring)."""
+
+    name: Name
     actions: list[Action]
+    when: Condition | None = None
+    on_input: OnInput | None = None
     hold_ms: float = 0.0
     """The condition must hold this long (on the pulses' clock) before the rule fires."""
     rearm_when_false_ms: float = 0.0
@@ -384,19 +463,32 @@ class Rule(_Model):
         _at_least("rearm_when_false_ms", self.rearm_when_false_ms, 0.0, " ms")
         _at_least("refractory_ms", self.refractory_ms, 0.0, " ms")
         if not self.actions:
-            raise ValueError("actions: expected at least one action (ttl, clip or event), got []")
+            raise ValueError(f"actions: expected at least one action ({', '.join(_ACTION_KEYS)}), got []")
+        if (self.when is None) == (self.on_input is None):
+            raise ValueError("when: a rule has either when (a condition on the pose) or on_input (an "
+                             "input's edge), " + ("not both" if self.when is not None else "got neither"))
+        if self.when is None:
+            return
         spaces: dict[str, str] = {}
         for path, key, leaf in iter_leaves(self.when):
-            spaces.setdefault("3d" if _leaf_space(key, leaf) == "3d" else "2d", path)
+            space = _leaf_space(key, leaf)
+            if space != "input":
+                spaces.setdefault("3d" if space == "3d" else "2d", path)
         if len(spaces) == 2:
             raise ValueError(f"when: mixes 3D tests ({spaces['3d']}) with 2D ones ({spaces['2d']}, with "
                              f"camera); a rule runs on either the 3D or the 2D pose, split it in two")
+        if not spaces:
+            raise ValueError("when: tests only inputs; give it a pose test too, or fire on the input "
+                             "itself with on_input")
 
     @property
-    def kind(self) -> Literal["3d", "2d"]:
-        """Which pose the rule runs on: ``3d`` (Pose3D) or ``2d`` (Pose2D)."""
-        _, key, leaf = next(iter_leaves(self.when))
-        return "3d" if _leaf_space(key, leaf) == "3d" else "2d"
+    def kind(self) -> Literal["3d", "2d", "input"]:
+        """What the rule runs on: ``3d`` (Pose3D), ``2d`` (Pose2D) or ``input`` (edges)."""
+        if self.when is None:
+            return "input"
+        space = next(_leaf_space(key, leaf) for _, key, leaf in iter_leaves(self.when)
+                     if key not in _INPUT_KEYS)
+        return "3d" if space == "3d" else "2d"
 
 
 def _rule_label(i: int, name: object) -> str:
@@ -455,11 +547,12 @@ def _format_error(text: str, doc: list[Any], source: str) -> str:
 
 
 def validate_rules(rules: Sequence[Rule], keypoints: Sequence[str], cameras: Sequence[str], has_3d: bool,
-                   *, max_clip_pre_s: float | None = None) -> None:
+                   *, max_clip_pre_s: float | None = None, inputs: Sequence[str] = (),
+                   outputs: Sequence[str] = ()) -> None:
     """Check rules against a rig: keypoints of the model, cameras of the rig, 3D only with a
     calibration (``has_3d``: live 3D is on), unique names, and (with ``max_clip_pre_s``, the ring
-    buffer's history) clips it can serve. Returns nothing or raises :class:`RuleError` naming the
-    rule and the field."""
+    buffer's history) clips it can serve, inputs and outputs the rig has. Returns nothing or
+    raises :class:`RuleError` naming the rule and the field."""
     kp_set = set(keypoints)
     cam_set = set(cameras)
     names: dict[str, int] = {}
@@ -469,7 +562,15 @@ def validate_rules(rules: Sequence[Rule], keypoints: Sequence[str], cameras: Seq
             raise RuleError(f"{label}: name: repeats the name of rules[{names[rule.name]}]; rule names "
                             f"must be unique")
         names[rule.name] = i
-        for path, key, leaf in iter_leaves(rule.when):
+        if rule.on_input is not None and rule.on_input.name not in inputs:
+            raise RuleError(f"{label}: on_input.name: {rule.on_input.name!r} is not an input of the rig "
+                            f"(inputs: {', '.join(inputs) or 'none'})")
+        for path, key, leaf in iter_leaves(rule.when) if rule.when is not None else ():
+            if key in _INPUT_KEYS:
+                if leaf.name not in inputs:
+                    raise RuleError(f"{label}: {path}.name: {leaf.name!r} is not an input of the rig "
+                                    f"(inputs: {', '.join(inputs) or 'none'})")
+                continue
             camera = getattr(leaf, "camera", None)
             if camera is not None and camera not in cam_set:
                 raise RuleError(f"{label}: {path}.camera: {camera!r} is not a camera of the rig "
@@ -485,6 +586,9 @@ def validate_rules(rules: Sequence[Rule], keypoints: Sequence[str], cameras: Seq
                     raise RuleError(f"{label}: {path}.{field}: {kp!r} is not a keypoint of the model "
                                     f"(keypoints: {', '.join(keypoints)})")
         for j, action in enumerate(rule.actions):
+            if action.output is not None and action.output.name not in outputs:
+                raise RuleError(f"{label}: actions[{j}].output.name: {action.output.name!r} is not an output "
+                                f"of the rig (outputs: {', '.join(outputs) or 'none'})")
             if max_clip_pre_s is not None and action.clip is not None and action.clip.pre_s > max_clip_pre_s:
                 raise RuleError(f"{label}: actions[{j}].clip.pre_s: {action.clip.pre_s:g} s is more "
                                 f"history than the ring buffer keeps ({max_clip_pre_s:g} s)")

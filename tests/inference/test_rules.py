@@ -483,11 +483,12 @@ def test_engine_rejects_unknown_keypoints_too():
      "rules[0] 'x': when.confidence_above.min_score: expected 0..1, got 1.5"),
     ("when: {all: []}", "rules[0] 'x': when.all: expected at least one condition, got []"),
     ("when: {}", "rules[0] 'x': when: expected one of in_box, in_sphere, speed_above, distance_below, "
-                 "angle_between, confidence_above, all, any, not; got none"),
+                 "angle_between, confidence_above, input, input_edge, all, any, not; got none"),
     ("when: {in_box: {keypoint: paw, min: [0, 0, 0], max: [1, 1, 1]}, "
      "not: {in_box: {keypoint: paw, min: [0, 0, 0], max: [1, 1, 1]}}}",
      "rules[0] 'x': when: expected exactly one of in_box, in_sphere, speed_above, distance_below, "
-     "angle_between, confidence_above, all, any, not; got in_box and not (combine them under all: [...])"),
+     "angle_between, confidence_above, input, input_edge, all, any, not; got in_box and not (combine them "
+     "under all: [...])"),
     ("when: {all: [{in_box: {keypoint: paw, min: [0, 0, 0], max: [1, 1, 1]}}, "
      "{in_box: {keypoint: paw, camera: top, min: [0, 0], max: [1, 1]}}]}",
      "rules[0] 'x': when: mixes 3D tests (when.all[0].in_box) with 2D ones (when.all[1].in_box, "
@@ -501,12 +502,12 @@ def test_bad_conditions_are_rejected_with_their_path(snippet, message):
 
 
 @pytest.mark.parametrize(("actions", "message"), [
-    ("[]", "rules[0] 'x': actions: expected at least one action (ttl, clip or event), got []"),
+    ("[]", "rules[0] 'x': actions: expected at least one action (ttl, clip, event, output), got []"),
     ("[{ttl: {width_ms: 0}}]", "rules[0] 'x': actions[0].ttl.width_ms: expected a number > 0 ms, got 0.0"),
     ("[{clip: {pre_s: -1, post_s: 5}}]", "rules[0] 'x': actions[0].clip.pre_s: expected a number >= 0 s"),
     ("[{clip: {pre_s: 5}}]", "rules[0] 'x': actions[0].clip.post_s: required key is missing"),
     ("[{ttl: {width_ms: 1}, event: {}}]",
-     "rules[0] 'x': actions[0]: expected exactly one of ttl, clip, event; got ttl and event"),
+     "rules[0] 'x': actions[0]: expected exactly one of ttl, clip, event, output; got ttl and event"),
     ("[{beep: {}}]", "rules[0] 'x': actions[0].beep: unknown key"),
 ])
 def test_bad_actions_are_rejected_with_their_path(actions, message):
@@ -523,7 +524,9 @@ def test_bad_rule_fields():
     message = "rules[0] 'a': hold_ms: expected a number >= 0 ms, got -1.0"
     with pytest.raises(RuleError, match=re.escape(message)):
         parse_rules(f"- {{name: a, when: {BOX}, hold_ms: -1, actions: [{{event: {{}}}}]}}")
-    with pytest.raises(RuleError, match=re.escape("rules[0] 'a': when: required key is missing")):
+    neither = ("rules[0] 'a': when: a rule has either when (a condition on the pose) or on_input "
+               "(an input's edge)")
+    with pytest.raises(RuleError, match=re.escape(neither + ", got neither")):
         parse_rules("- {name: a, actions: [{event: {}}]}")
     with pytest.raises(RuleError, match=re.escape("rules: expected a list of rules, got dict")):
         parse_rules("name: a")
