@@ -102,9 +102,11 @@ class SimApparatus:
             if item is None:
                 return
             k, t_ns = item
-            pins.settle(t_ns)  # edges pending their debounce are confirmed by now
             for cfg, level in self.levels_at(k):
                 pins.inject(cfg.pin, level, t_ns)
+            # A simulated level changes only at a pulse, so it holds until the next one: a change
+            # whose debounce is shorter than the period is confirmed now, not a period later.
+            pins.settle(t_ns + self.rig.trigger.period_ns - 1)
 
     def close(self) -> None:
         if self._thread is not None:
