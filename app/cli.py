@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from rigstream.app import analyze_cmd
+from rigstream.app import analyze_cmd, session_report
 from rigstream.app.commands import (
     cmd_align,
     cmd_assemble,
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     analyze_cmd.add_parser(sub, analyze_cmd.cmd_analyze)
+    session_report.add_parser(sub)
 
     p = sub.add_parser("align", help="match two sync-pulse trains and map one clock onto the other")
     p.add_argument("--a", help="edge times on clock A (the Pi's): CSV/TXT/NPY, FILE.ppd[:DIGITAL], "
@@ -310,7 +311,8 @@ def _end_with_supervisor() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-HOST_MODULES = ("scipy", "cv2", "av", "onnxruntime", "numba", "h5py", "pandas", "tables", "aiohttp")
+HOST_MODULES = ("scipy", "cv2", "av", "onnxruntime", "numba", "h5py", "pandas", "tables", "aiohttp",
+                "matplotlib")
 """The imports of the ``host`` extra (pyproject.toml)."""
 
 
