@@ -4,8 +4,9 @@
 Why: the live filter may only use past samples, so it trades jitter for lag. Offline analysis has the
 whole recording; a smoother also uses the samples after each frame, which removes the lag and cuts the
 frame-to-frame noise well below the filter's (about half, on the test's noisy tracks). Error that persists
-from frame to frame (a pose model's bias) passes through any temporal filter. With the same parameters, the smoother's output at the last sample of
-a track equals the live filter's output there (the RTS recursion starts from the filtered state).
+from frame to frame (a pose model's bias) passes through any temporal filter. With the same parameters,
+the smoother's output at the last sample of a track equals the live filter's output there (the RTS
+recursion starts from the filtered state).
 
 Model (identical to the live filter). Per keypoint coordinate, the state is ``x = [p, v]`` (position mm,
 velocity mm/s); over a step of ``dt`` seconds (the actual time between frames, so dropped frames are
