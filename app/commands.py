@@ -107,20 +107,54 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from rigstream.transport import SignalStop
 
     rig = _rig(args)
-    attach = None
-    if rig.trigger.backend == "sim" and any(i.sim is not None for i in rig.inputs):
-        from rigstream.acquisition.sim_apparatus import SimApparatus  # numpy and the sim world
-
-        sim = SimApparatus(rig)
-
-        def attach(pins: Any) -> Callable[[], None]:
-            sim.attach(pins)
-            return sim.close
-
     # Ctrl-C or SIGTERM: the train stops, the pins close, and the daemon exits 0 like the others.
     run_trigger(rig, args.run, stop=SignalStop().on_signals(), autostart=args.start,
-                realtime_priority=args.realtime_priority, attach=attach)
+                realtime_priority=args.realtime_priority, attach=_sim_devices(rig, args.run))
     return 0
+
+
+def _sim_devices(rig: Any, run: str) -> Callable[[Any], Callable[[], None]] | None:
+    """What the simulated trigger's pins drive besides the cameras: the simulated apparatus's
+    sensors and the simulated neural recorder's live stream (None on a real Pi)."""
+    if rig.trigger.backend != "sim":
+        return None
+    nc = rig.neural_clock
+    apparatus = any(i.sim is not None for i in rig.inputs)
+    recorder = (nc is not None and nc.kind == "sim" and nc.live and rig.sync_line.enabled
+                and nc.events_address is None)
+    if not (apparatus or recorder):
+        return None
+
+    def attach(pins: Any) -> Callable[[], None]:
+        closers: list[Callable[[], None]] = []
+        if apparatus:
+            from rigstream.acquisition.sim_apparatus import SimApparatus  # numpy and the sim world
+
+            sim = SimApparatus(rig)
+            sim.attach(pins)
+            closers.append(sim.close)
+        if recorder:
+            import zmq
+
+            from rigstream.sync.live_clock import SimRecorderStream
+            from rigstream.sync.sim_recorder import SimRecorder
+
+            c = nc.sim
+            ctx = zmq.Context()
+            stream = SimRecorderStream(
+                SimRecorder(rate_hz=c.rate_hz, offset_s=c.offset_s, drift_ppm=c.drift_ppm,
+                            wander_ppm=c.wander_ppm, missing=c.missing, spurious=c.spurious, seed=c.seed),
+                ctx, rig.address("neural_events", run), line=nc.sync_input_line, stream=nc.name)
+            stream.attach(pins, rig.sync_line.pin)
+            closers += [stream.close, ctx.term]
+
+        def detach() -> None:
+            for close in closers:
+                close()
+
+        return detach
+
+    return attach
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

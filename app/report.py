@@ -77,6 +77,13 @@ def print_summary(s: dict[str, Any]) -> None:
                          f"({m['unmatched_a']} Pi / {m['unmatched_b']} recorder unmatched), drift "
                          f"{m['drift_ppm']:.1f} ppm; frame times vs truth RMS {e['rms_us']:.1f} us, "
                          f"max {e['max_us']:.1f} us; column {nc['column']}")
+            live = nc.get("live")
+            if live and "vs_final_us" in live:
+                truth = live.get("vs_truth_us", {})
+                lines.append(f"neural live {live['mapped_live']} of {live['framesets']} posed sets mapped "
+                             f"live ({live['before_lock']} before the lock); live - final max "
+                             f"{live['vs_final_us']['max']:.1f} us"
+                             + (f", vs truth max {truth['max']:.1f} us" if truth else ""))
         else:
             lines.append(f"neural      not aligned: {nc.get('error') or nc.get('align_with')}")
     gaps = {k: v for k, v in s["transport_seq_gaps"].items() if v}

@@ -58,8 +58,47 @@ class SessionSummary:
         except InputError as exc:  # too short a session to align, say: the recording stands
             logger.warning("neural clock: %s", exc)
             return {"kind": "sim", "aligned": False, "error": str(exc)}
-        return {"kind": "sim", "aligned": True, "column": f"t_neural_{nc.units}",
-                "mapping": mapping.summary(), "error_vs_truth": score_alignment(self.out, sim)}
+        out = {"kind": "sim", "aligned": True, "column": f"t_neural_{nc.units}",
+               "mapping": mapping.summary(), "error_vs_truth": score_alignment(self.out, sim)}
+        live = self._live_vs_final(nc.units, sim["recorder"])
+        if live is not None:
+            out["live"] = live
+        return out
+
+    def _live_vs_final(self, units: str, recorder: Any = None) -> dict[str, Any] | None:
+        """The live neural times the pose engine wrote (``live_t_neural_<units>`` in pose2d.csv)
+        against the final mapping's (``t_neural_<units>``), and against the simulated recorder's
+        truth; per frame set, in µs."""
+        path = self.out / "pose2d.csv"
+        live_col, final_col = f"live_t_neural_{units}", f"t_neural_{units}"
+        if not path.is_file():
+            return None
+        t_pi, live, final = {}, {}, {}
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if live_col not in (reader.fieldnames or []):
+                return None
+            for row in reader:
+                n = row["trigger_index"]
+                t_pi[n] = row["t_pi_ns"]
+                live[n] = row.get(live_col) or ""
+                final[n] = row.get(final_col) or ""
+        both = [n for n in live if live[n] and final[n]]
+        rate = self.rig.neural_clock.sim.rate_hz if self.rig.neural_clock is not None else None
+        out: dict[str, Any] = {"column": live_col, "framesets": len(live), "mapped_live": len(both),
+                               "before_lock": sum(1 for n in live if not live[n])}
+        if not both or not rate:
+            return out
+        diff = np.array([float(live[n]) - float(final[n]) for n in both]) / rate * 1e6
+        out["vs_final_us"] = {"max": round(float(np.abs(diff).max()), 3),
+                              "p99": round(float(np.percentile(np.abs(diff), 99)), 3),
+                              "median": round(float(np.median(np.abs(diff))), 3)}
+        if recorder is not None:
+            t = np.array([int(t_pi[n]) for n in both], dtype=np.int64)
+            err = (np.array([float(live[n]) for n in both]) - recorder.true_samples(t / 1e9)) / rate * 1e6
+            out["vs_truth_us"] = {"max": round(float(np.abs(err).max()), 3),
+                                  "rms": round(float(np.sqrt(np.mean(err**2))), 3)}
+        return out
 
     def _inputs_summary(self, trigger: TriggerHealth | None) -> dict[str, Any]:
         """``inputs.csv`` from the recorded pulses, and per input the activations the daemon

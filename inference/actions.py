@@ -80,6 +80,8 @@ class Chain:
     ttl: dict[str, Any] = field(default_factory=dict)
     ttl_error: str = ""
     outputs: list[str] = field(default_factory=list)
+    t_neural: float | None = None
+    """The firing's pulse on the neural recorder's clock, mapped live."""
 
     def steps_ms(self) -> dict[str, float]:
         """Each step's duration (ms); a step with an unknown end is left out, a skipped one
@@ -120,8 +122,10 @@ class ActionRunner:
     """Carries out rule firings for the pose engine: TTL commands, clip events, rule events."""
 
     def __init__(self, rig: RigConfig, run: str, ctx: zmq.Context, out: Path | None,
-                 curve: CurveClientKeys | None = None) -> None:
+                 curve: CurveClientKeys | None = None, neural_column: str | None = None) -> None:
         self.rig = rig
+        self.neural_column = neural_column
+        """firings.csv's column of the live neural time (None: no column)."""
         self.fps = rig.trigger.rate_hz
         self.pub = Publisher(ctx, rig.address("rule_events", run), hwm=1000)
         self.clips = ctx.socket(zmq.PUSH)
@@ -153,7 +157,7 @@ class ActionRunner:
             self._file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 (close())
             self._csv = csv.writer(self._file)
             if fresh:
-                self._csv.writerow(COLUMNS)
+                self._csv.writerow([*COLUMNS, *([neural_column] if neural_column else [])])
 
     # -- on the pose loop ------------------------------------------------------------------------
 
@@ -297,7 +301,8 @@ class ActionRunner:
                 int(ttl["merged"]) if "merged" in ttl else "", ttl.get("t_command_ns", ""),
                 c.t_ttl_ns if c.t_ttl_ns >= 0 else "", ttl.get("t_fall_due_ns", ""),
                 *(steps.get(s, "") for s in STEPS), _fmt(c.infer_ms), _fmt(c.queued_ms), _fmt(total),
-                c.ttl_error, " ".join(c.outputs)])
+                c.ttl_error, " ".join(c.outputs),
+                *([] if self.neural_column is None else ["" if c.t_neural is None else f"{c.t_neural:.3f}"])])
 
     def flush(self) -> None:
         """Hand firings.csv's buffered rows to the OS (the pose engine calls this on its flush

@@ -1,5 +1,5 @@
 """The apparatus's input edges, live, for the rules: from the trigger daemon's pulse stream to
-(input, on, t_ns, trigger_index).
+(input, on, t_ns, trigger_index); and the sync line's edges, for the live neural clock.
 
 The daemon publishes each accepted input edge as ``input:<name>`` / ``input:<name>-off`` on the
 same stream as the camera pulses, both stamped on the Pi's clock (see
@@ -16,6 +16,7 @@ import bisect
 import collections
 import logging
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -33,7 +34,8 @@ KEEP_PULSES = 4096
 class InputFeed:
     """A subscriber to the pulse stream; :meth:`poll` returns the input edges ready, in order."""
 
-    def __init__(self, ctx: zmq.Context, address: str) -> None:
+    def __init__(self, ctx: zmq.Context, address: str,
+                 on_sync: Callable[[int], None] | None = None) -> None:
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -42,6 +44,8 @@ class InputFeed:
         self._pulse_t: collections.deque[int] = collections.deque(maxlen=KEEP_PULSES)
         self._pulse_n: collections.deque[int] = collections.deque(maxlen=KEEP_PULSES)
         self._held: list[tuple[int, str, bool, float]] = []  # (t_ns, input, on, held since)
+        self.on_sync = on_sync
+        """Called with each sync-line rising edge's time (the live neural clock's Pi side)."""
         self.malformed = protocol.MalformedCounter("pose engine: pulses")
         self.edges = 0
 
@@ -63,6 +67,9 @@ class InputFeed:
                     self._pulse_n.clear()
                 self._pulse_t.append(p.t_pi_ns)
                 self._pulse_n.append(p.index)
+            elif p.line == "sync":
+                if self.on_sync is not None:
+                    self.on_sync(p.t_pi_ns)
             elif p.line.startswith("input:"):
                 name = p.line[len("input:"):]
                 off = name.endswith("-off")

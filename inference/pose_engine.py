@@ -60,6 +60,7 @@ from rigstream.inference.triangulate import Points3D, Triangulator
 from rigstream.latency import LatencySamples, latency_stats
 from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import NewestSet
+from rigstream.sync.live_clock import live_neural_time
 from rigstream.transport import (
     ControlListener,
     Publisher,
@@ -234,6 +235,10 @@ class PoseEngineNode(Component):
         self._files: list[Any] = []
         self.flush_interval_s = rig.recording.flush_interval_s
         self._flushed_at = time.monotonic()
+        self.neural = live_neural_time(rig, run, ctx)
+        """The neural recorder's clock, mapped live (None without one)."""
+        self._neural_column = f"live_t_neural_{self.neural.units}" if self.neural is not None else None
+        """The tables' column of it (``t_neural_*`` columns are the final mapping's, added after)."""
         if out is not None:
             self._open_files(Path(out))
         self.rules: RuleEngine | None = None
@@ -242,10 +247,11 @@ class PoseEngineNode(Component):
             min_score = tri_cfg.min_score if tri_cfg is not None else 0.0
             self.rules = RuleEngine(rig.rules, self.keypoints, min_score_2d=min_score)
             self.actions = ActionRunner(rig, run, ctx, Path(out) if out is not None else None,
-                                        trigger_client_keys(rig))
+                                        trigger_client_keys(rig), neural_column=self._neural_column)
             self._rules_2d = any(r.kind == "2d" for r in rig.rules)
             self._rules_3d = any(r.kind == "3d" for r in rig.rules)
-        self.input_feed = InputFeed(ctx, rig.address("pulses", run))
+        self.input_feed = InputFeed(ctx, rig.address("pulses", run),
+                                    on_sync=self.neural.add_pi if self.neural is not None else None)
         """The apparatus's input edges, for the rules (the session counts this engine among the
         pulse stream's subscribers, so it subscribes with or without rules)."""
         self._set_times = (-1, -1, -1)
@@ -263,7 +269,8 @@ class PoseEngineNode(Component):
         self._csv = csv.writer(f)
         if header:
             self._csv.writerow(["trigger_index", "t_pi_ns", "t_pose_ns", "camera"]
-                               + [f"{k}_{c}" for k in self.keypoints for c in ("x", "y", "likelihood")])
+                               + [f"{k}_{c}" for k in self.keypoints for c in ("x", "y", "likelihood")]
+                               + ([self._neural_column] if self._neural_column else []))
         self._timing_csv = csv.writer(t)
         if timing_header:
             self._timing_csv.writerow(["trigger_index", "frameset_seq", "skipped_before", "cameras",
@@ -271,7 +278,8 @@ class PoseEngineNode(Component):
                                        "latency_ms"])
         if self.tri is not None:
             names = ["pose3d.csv"] + (["pose3d_filtered.csv"] if self.filter is not None else [])
-            columns = points3d_columns(self.keypoints, extra=("t_pi_ns", "t_pose_ns"))
+            live = [self._neural_column] if self._neural_column else []
+            columns = points3d_columns(self.keypoints, extra=("t_pi_ns", "t_pose_ns", *live))
             for name in names:
                 f3, header3 = _open_table(out / name)
                 self._files.append(f3)
@@ -294,6 +302,8 @@ class PoseEngineNode(Component):
     def turn(self) -> bool:
         posed = self.step(timeout_ms=20)
         edges = self.input_feed.poll()
+        if self.neural is not None:
+            self.neural.poll()
         if self.rules is not None:
             for name, on, t_ns, n in edges:
                 self._input_rules(name, on, t_ns, n)
@@ -359,7 +369,8 @@ class PoseEngineNode(Component):
         msg = Pose2D(seq=self.seq, frameset_seq=head.seq, trigger_index=head.trigger_index,
                      t_pi_ns=head.t_pi_ns, t_host_ns=0, model=self.model_name, keypoints=self.keypoints,
                      views={c: xyc[i].tolist() for i, c in enumerate(self.cameras) if present[i]},
-                     missing=[c for i, c in enumerate(self.cameras) if not present[i]], skipped=skipped)
+                     missing=[c for i, c in enumerate(self.cameras) if not present[i]], skipped=skipped,
+                     t_neural=self.neural.at(head.t_pi_ns) if self.neural is not None else None)
         t_end = time.perf_counter()
         msg.timing_ms = {"wait": round((t_pre - t_wait) * 1e3, 3),
                          "preprocess": round((t_infer - t_pre) * 1e3, 3),
@@ -462,7 +473,8 @@ class PoseEngineNode(Component):
         for firing in self.rules.update(pose):
             t_frames, t_set, t_ready = self._set_times
             queued_ms = max(0, t_ready - t_frames) / 1e6 if t_frames >= 0 else float("nan")
-            chain = Chain(t_pulse_ns=pose.t_pi_ns, t_frames_ns=t_frames, t_set_ns=t_set,
+            chain = Chain(t_neural=pose.t_neural, t_pulse_ns=pose.t_pi_ns, t_frames_ns=t_frames,
+                          t_set_ns=t_set,
                           t_pose2d_ns=t_pose2d_ns, t_pose3d_ns=t_pose3d_ns, t_rule_ns=firing.t_eval_ns,
                           infer_ms=self._infer_ms, queued_ms=queued_ms)
             self.actions.fire(firing, chain, pose)
@@ -474,7 +486,8 @@ class PoseEngineNode(Component):
         actions now (a clip of ``[n - pre, n + post]`` around the edge's frame ``n``)."""
         assert self.rules is not None and self.actions is not None
         for firing in self.rules.input_edge(name, on, t_ns, trigger_index):
-            chain = Chain(t_pulse_ns=t_ns, t_frames_ns=-1, t_set_ns=-1, t_pose2d_ns=-1, t_pose3d_ns=-1,
+            chain = Chain(t_neural=self.neural.at(t_ns) if self.neural is not None else None,
+                          t_pulse_ns=t_ns, t_frames_ns=-1, t_set_ns=-1, t_pose2d_ns=-1, t_pose3d_ns=-1,
                           t_rule_ns=firing.t_eval_ns)
             self.actions.fire(firing, chain, None)
             logger.info("rule %s fired on input %s %s (pulse %d)", firing.rule, name, "on" if on else "off",
@@ -510,7 +523,8 @@ class PoseEngineNode(Component):
                      score=pts.score.tolist(),
                      xyz_raw=raw.tolist() if self.filter is not None else None,
                      filter=self.filter_name, predicted_ms=self.predict_s * 1e3,
-                     timing_ms=timing)
+                     timing_ms=timing,
+                     t_neural=self.neural.at(head.t_pi_ns) if self.neural is not None else None)
         self.seq3d += 1
         return msg, pts, raw, xyz
 
@@ -537,7 +551,13 @@ class PoseEngineNode(Component):
             self.stage_3d_ms[k].append(v)
         for writer, values in zip(self._csv3d, (raw, xyz), strict=False):
             writer.writerow(_points3d_row(values, pts.error, pts.ncams, pts.score, msg.trigger_index,
-                                          (msg.t_pi_ns, msg.t_host_ns)))
+                                          (msg.t_pi_ns, msg.t_host_ns, *self._neural_cell(msg.t_neural))))
+
+    def _neural_cell(self, value: float | None) -> list[str]:
+        """The live neural column's cell (none without the column; empty before the lock)."""
+        if self._neural_column is None:
+            return []
+        return ["" if value is None else f"{value:.3f}"]
 
     def _write(self, msg: Pose2D, latency_ms: float) -> None:
         if self._csv is None or self._timing_csv is None:
@@ -545,7 +565,8 @@ class PoseEngineNode(Component):
         for cam, rows in msg.views.items():
             self._csv.writerow([msg.trigger_index, msg.t_pi_ns, msg.t_host_ns, cam]
                                + [f"{v:.3f}" if j % 3 < 2 else f"{v:.4f}"
-                                  for row in rows for j, v in enumerate(row)])
+                                  for row in rows for j, v in enumerate(row)]
+                               + self._neural_cell(msg.t_neural))
         t = msg.timing_ms
         self._timing_csv.writerow([msg.trigger_index, msg.frameset_seq, msg.skipped, len(msg.views),
                                    t["wait"], t["preprocess"], t["infer"], t["postprocess"],
@@ -594,7 +615,8 @@ class PoseEngineNode(Component):
             self.actions.close()
         self._close_files()
         self.sub.close(linger=0)
-        for part in (self.stores, self.pub, self.status, self.control, self.input_feed):
+        for part in (self.stores, self.pub, self.status, self.control, self.input_feed,
+                     *([self.neural] if self.neural is not None else [])):
             part.close()
         self.engine.close()
 
@@ -610,7 +632,7 @@ _IDENTITY_CENTER = ["1", "0", "0", "0", "1", "0", "0", "0", "1", "0", "0", "0"]
 
 
 def _points3d_row(xyz: np.ndarray, error: np.ndarray, ncams: np.ndarray, score: np.ndarray,
-                  fnum: int, extra: tuple[int, ...]) -> list[str]:
+                  fnum: int, extra: tuple[int | str, ...]) -> list[str]:
     """One row of anipose's 3D CSV (see anipose_csv.points3d_columns); NaN as empty cells."""
     row: list[str] = []
     for k in range(xyz.shape[0]):

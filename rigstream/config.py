@@ -303,6 +303,8 @@ class TransportConfig(_Model, kw_only=True):
     status: str = "ipc://{run}/status"
     poses: str = "ipc://{run}/poses"
     rule_events: str = "ipc://{run}/rule-events"
+    neural_events: str = "ipc://{run}/neural-events"
+    """The simulated neural recorder's live sync edges (Event Broadcaster format)."""
     """The pose engine publishes here an Event for every rule firing (with its latency chain)."""
     health: str = "ipc://{run}/health"
     """The session supervisor publishes here, twice a second, every component's latest status
@@ -387,6 +389,15 @@ class NeuralClockConfig(_Model, kw_only=True):
     units: str = "samples"
     """Units of the recorder's times (``t_neural_<units>`` columns)."""
     sim: SimRecorderConfig = SimRecorderConfig()
+    live: bool = True
+    """Map times to the recorder's clock while the session runs, from the recorder's sync edges
+    streamed live (the simulated recorder streams them; a real one needs ``events_address``)."""
+    events_address: str | None = None
+    """A real recorder's live events: the Open Ephys GUI's Event Broadcaster (``tcp://HOST:5557``)."""
+    sync_input_line: NonNegInt = 0
+    """The recorder's TTL line the sync line is wired to (the simulated recorder uses it too)."""
+    events_stream: str | None = None
+    """Only the Event Broadcaster's events of this stream (default: any)."""
 
 
 class RigConfig(_Model, kw_only=True):

@@ -199,6 +199,9 @@ class Pose2D(_Message, tag="pose2d", kw_only=True):
     """Frame sets skipped (latest-wins) since the previous Pose2D."""
     timing_ms: dict[str, float] = {}
     """wait, preprocess, infer, postprocess for this frame set."""
+    t_neural: float | None = None
+    """The pulse on the neural recorder's clock (its units), mapped live; None before the live
+    clock has locked or without one."""
 
 
 class Pose3D(_Message, tag="pose3d", kw_only=True):
@@ -229,6 +232,8 @@ class Pose3D(_Message, tag="pose3d", kw_only=True):
     """``xyz`` is the filter's prediction this long after the pulse (0: at the pulse)."""
     timing_ms: dict[str, float] = {}
     """triangulate, filter for this frame set."""
+    t_neural: float | None = None
+    """The pulse on the neural recorder's clock, mapped live (see Pose2D.t_neural)."""
 
 
 AnyMessage = (Pulse | Edge | FrameHeader | FrameSetHeader | Event | Command | Reply | Status | Pose2D

@@ -310,3 +310,54 @@ class SimRecorderStream:
         self._queue.put(None)
         self._thread.join(5.0)
         self.pub.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# For a session's consumers
+
+
+class LiveNeuralTime:
+    """The recorder's live events and the Pi's sync edges, to a running mapping: what the pose
+    engine stamps each pose and firing with. Feed the Pi's sync rising edges to
+    :meth:`add_pi` and call :meth:`poll` often."""
+
+    def __init__(self, ctx: zmq.Context, address: str, line: int, stream: str | None,
+                 units: str) -> None:
+        self.address = address
+        self.units = units
+        self.reader = OpenEphysEvents(ctx, address, line, stream)
+        self.clock = LiveClock()
+
+    def add_pi(self, t_ns: int) -> None:
+        self.clock.add_pi(t_ns)
+
+    def poll(self) -> None:
+        for edge in self.reader.poll():
+            self.clock.add_recorder(edge.sample_number, edge.sample_rate)
+
+    def at(self, t_pi_ns: int) -> float | None:
+        """``t_pi_ns`` on the recorder's clock, or None (not locked yet, or no pulse time)."""
+        if t_pi_ns < 0:
+            return None
+        v = self.clock.to_neural(t_pi_ns)
+        return None if math.isnan(v) else v
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.clock.summary(), "address": self.address, "malformed": self.reader.malformed.total}
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def live_neural_time(rig: Any, run: str, ctx: zmq.Context) -> LiveNeuralTime | None:
+    """The rig's live neural time: the simulated recorder's stream, or a real recorder's Event
+    Broadcaster (``neural_clock.events_address``); None when the rig has neither (or no sync line)."""
+    nc = rig.neural_clock
+    if nc is None or not nc.live or not rig.sync_line.enabled:
+        return None
+    address = nc.events_address or (rig.address("neural_events", run) if nc.kind == "sim" else None)
+    if address is None:
+        logger.info("neural clock: no live events address (neural_clock.events_address); neural time "
+                    "only after the session")
+        return None
+    return LiveNeuralTime(ctx, address, nc.sync_input_line, nc.events_stream, nc.units)
