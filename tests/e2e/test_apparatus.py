@@ -28,6 +28,10 @@ KNOB = {"name": "knob", "pin": 5, "pull": "up", "active": "low", "debounce_us": 
 TOUCH_CLIP = {"name": "touch", "on_input": {"name": "knob"},
               "actions": [{"clip": {"pre_s": 0.1, "post_s": 0.05}}, {"event": {}}]}
 """The seed lab's case, shortened to fit between touches: every touch saves [n - 10, n + 5]."""
+NORTH = {"keypoint": "snout", "min": [-300.0, 0.0, 0.0], "max": [300.0, 300.0, 300.0]}
+HELD_NORTH = {"name": "held_north", "when": {"all": [{"input": {"name": "knob"}}, {"in_box": NORTH}]},
+              "actions": [{"event": {}}]}
+"""Knob held and the snout in the arena's north half: about 10 episodes in 8 s."""
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -46,7 +50,7 @@ def truth_touches(rig: Any, pulses: int) -> list[int]:
 def test_a_simulated_knob_records_every_touch_once_on_its_pulse_and_clips_it(tmp_path: Path) -> None:
     doc = msgspec.to_builtins(load_rig())
     doc["inputs"] = [KNOB]
-    doc["rules"].append(TOUCH_CLIP)
+    doc["rules"] += [TOUCH_CLIP, HELD_NORTH]
     (tmp_path / "rig.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "s"
     assert main(["demo", "--config", str(tmp_path / "rig.yaml"), "--seconds", "8", "--out", str(out)]) == 0
@@ -74,3 +78,41 @@ def test_a_simulated_knob_records_every_touch_once_on_its_pulse_and_clips_it(tmp
     assert [int(r["t_pi_ns"]) for r in firings] == [int(r["t_pi_ns"]) for r in on]
     check_clips(out, summary, None)  # [n - 10, n + 5] for every camera, each touch its own clip
     assert summary["pose"]["rules"]["touch"]["fired"] == len(truth)
+    check_held_north(rig, pulses, table, rows(out / "firings.csv"), camera)
+
+
+def check_held_north(rig: Any, pulses: int, inputs: list[dict[str, str]], firings: list[dict[str, str]],
+                     camera: dict[int, int]) -> None:
+    """"Knob held and snout in the box": the rule engine, fed the simulated animal's exact pose
+    at every pulse and the knob's edges as the session recorded them, fires exactly at the starts
+    of the truth's episodes (computed here from the motion alone); the live engine, which poses
+    only some sets (latest-wins), fires only inside episodes."""
+    from rigstream.inference.rules import RuleEngine
+    from rigstream.protocol import Pose3D
+
+    keypoints = list(sim_world.KEYPOINTS)
+    poses = sim_world.AnimalMotion().poses_at(sim_pose_times_s(rig, np.arange(pulses)))
+    k = sim_world.KEYPOINTS.index(KNOB["sim"]["keypoint"])
+    knob = np.all((poses[:, k] >= KNOB["sim"]["min"]) & (poses[:, k] <= KNOB["sim"]["max"]), axis=1)
+    snout = poses[:, keypoints.index("snout")]
+    both = knob & np.all((snout >= NORTH["min"]) & (snout <= NORTH["max"]), axis=1)
+    starts = [int(n) for n in np.nonzero(both & ~np.r_[False, both[:-1]])[0]]
+    assert len(starts) >= 5, starts
+    rule = next(r for r in rig.rules if r.name == "held_north")
+    engine = RuleEngine([rule], keypoints)
+    edges = sorted((int(r["t_pi_ns"]), r["state"] == "on") for r in inputs)
+    fired, e = [], 0
+    for n in range(pulses):
+        while e < len(edges) and edges[e][0] <= camera[n]:
+            engine.input_edge("knob", edges[e][1], edges[e][0], n)
+            e += 1
+        pose = Pose3D(seq=n, frameset_seq=n, trigger_index=n, t_pi_ns=camera[n], t_host_ns=0,
+                      keypoints=keypoints, xyz=poses[n].tolist(), error=[0.0] * len(keypoints),
+                      ncams=[2] * len(keypoints), score=[1.0] * len(keypoints))
+        fired += [f.trigger_index for f in engine.update(pose)]
+    assert fired == starts
+    live = [int(r["trigger_index"]) for r in firings if r["rule"] == "held_north"]
+    assert live, "the live engine fired the rule at least once"
+    # inside an episode, but for the 3D estimate's few mm at the box's edge (a few frames)
+    near = [n for n in live if not both[max(0, n - 5):n + 6].any()]
+    assert not near, f"live firings outside every episode: {near} (episodes start {starts})"
