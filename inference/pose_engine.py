@@ -60,6 +60,7 @@ from rigstream.inference.triangulate import Points3D, Triangulator
 from rigstream.latency import LatencySamples, latency_stats
 from rigstream.protocol import Pose2D, Pose3D
 from rigstream.sync.assembler import NewestSet
+from rigstream.sync.inputs import LIVE_INPUTS_FILE
 from rigstream.sync.live_clock import live_neural_time
 from rigstream.transport import (
     ControlListener,
@@ -231,6 +232,7 @@ class PoseEngineNode(Component):
         if self.tri is not None:
             self.tri.warm_up()  # compile (or load) the kernel before frame sets arrive
         self._csv = self._timing_csv = None
+        self._edges_csv: Any = None
         self._csv3d: list[Any] = []
         self._files: list[Any] = []
         self.flush_interval_s = rig.recording.flush_interval_s
@@ -276,6 +278,13 @@ class PoseEngineNode(Component):
             self._timing_csv.writerow(["trigger_index", "frameset_seq", "skipped_before", "cameras",
                                        "wait_ms", "preprocess_ms", "infer_ms", "postprocess_ms",
                                        "latency_ms"])
+        if self.rig.inputs:  # the input edges as this engine saw them, with their live neural time
+            fe, edges_header = _open_table(out / LIVE_INPUTS_FILE)
+            self._files.append(fe)
+            self._edges_csv = csv.writer(fe)
+            if edges_header:
+                self._edges_csv.writerow(["input", "state", "t_pi_ns", "trigger_index",
+                                          *([self._neural_column] if self._neural_column else [])])
         if self.tri is not None:
             names = ["pose3d.csv"] + (["pose3d_filtered.csv"] if self.filter is not None else [])
             live = [self._neural_column] if self._neural_column else []
@@ -304,8 +313,11 @@ class PoseEngineNode(Component):
         edges = self.input_feed.poll()
         if self.neural is not None:
             self.neural.poll()
-        if self.rules is not None:
-            for name, on, t_ns, n in edges:
+        for name, on, t_ns, n in edges:
+            if self._edges_csv is not None:
+                self._edges_csv.writerow([name, "on" if on else "off", t_ns, n,
+                                          *self._neural_cell(self.neural.at(t_ns) if self.neural else None)])
+            if self.rules is not None:
                 self._input_rules(name, on, t_ns, n)
         if self.actions is not None:
             self.actions.poll()
@@ -607,7 +619,7 @@ class PoseEngineNode(Component):
         for f in self._files:
             f.close()
         self._files = []
-        self._csv = self._timing_csv = None
+        self._csv = self._timing_csv = self._edges_csv = None
         self._csv3d = []
 
     def close(self) -> None:

@@ -12,7 +12,9 @@ row per edge::
 row has the activation it ends). ``trigger_index`` is the frame whose exposure the edge falls in
 or after: the last camera pulse at or before the edge (-1 before the first pulse), found on the
 one clock both were stamped on, so it is exact whatever order the messages travelled in.
-``since_pulse_us`` is how long after that pulse the edge came. Edges are in time order.
+``since_pulse_us`` is how long after that pulse the edge came. Edges are in time order. Where
+the pose engine mapped the edges to the neural recorder's clock while the session ran
+(``input_edges_live.csv``), ``live_t_neural_<units>`` carries that time.
 :mod:`rigstream.sync.session_align` adds ``t_neural_<units>`` like every other table.
 """
 
@@ -29,6 +31,8 @@ from rigstream.config import InputError
 logger = logging.getLogger(__name__)
 
 INPUTS_FILE = "inputs.csv"
+LIVE_INPUTS_FILE = "input_edges_live.csv"
+"""The edges as the pose engine saw them while the session ran, with their live neural time."""
 COLUMNS = ("input", "activation", "state", "t_pi_ns", "trigger_index", "since_pulse_us")
 
 
@@ -67,14 +71,36 @@ def write_inputs_table(session: str | Path) -> Path | None:
     times = np.asarray(cam_t, np.int64)[order]
     indices = np.asarray(cam_index, np.int64)[order]
     edges.sort(key=lambda e: e[0])
+    live_column, live = _live_times(folder)
     out = folder / INPUTS_FILE
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(COLUMNS)
+        w.writerow([*COLUMNS, *([live_column] if live_column else [])])
         for t, name, activation, state in edges:
             at = int(np.searchsorted(times, t, side="right")) - 1
             n, since = (int(indices[at]), f"{(t - int(times[at])) / 1000:.3f}") if at >= 0 else (-1, "")
-            w.writerow([name, activation, state, t, n, since])
+            w.writerow([name, activation, state, t, n, since,
+                        *([live.get((name, state, t), "")] if live_column else [])])
     tmp.replace(out)
     return out
+
+
+def _live_times(folder: Path) -> tuple[str | None, dict[tuple[str, str, int], str]]:
+    """The live neural time of each edge the pose engine saw (``LIVE_INPUTS_FILE``), by (input,
+    state, t_pi_ns); no column when the session had no live clock."""
+    path = folder / LIVE_INPUTS_FILE
+    if not path.is_file():
+        return None, {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        column = next((c for c in reader.fieldnames or () if c.startswith("live_t_neural_")), None)
+        if column is None:
+            return None, {}
+        times = {}
+        for row in reader:
+            try:
+                times[(row["input"], row["state"], int(row["t_pi_ns"]))] = row[column] or ""
+            except (KeyError, TypeError, ValueError):
+                continue  # a row cut short by a killed engine
+    return column, times

@@ -80,7 +80,7 @@ def test_every_tcp_port_free_and_per_camera_addresses_pass(tmp_path: Path) -> No
         cam["address"] = f"tcp://127.0.0.1:{56550 + i}"
     rig = msgspec.convert(doc, type=type(load_rig()))
     line = check_addresses(rig, "/tmp/rigstream-xxxxxxxx")
-    assert line.endswith("(15 ipc, 2 tcp, tcp ports free)"), line
+    assert line.endswith("(16 ipc, 2 tcp, tcp ports free)"), line
     doc["cameras"][1]["address"] = doc["cameras"][0]["address"]
     with pytest.raises(ValueError, match=r"cameras\[cam1\].address .* is also cameras\[cam0\].address"):
         check_addresses(msgspec.convert(doc, type=type(rig)), "/tmp/rigstream-xxxxxxxx")

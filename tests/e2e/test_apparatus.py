@@ -72,6 +72,12 @@ def test_a_simulated_knob_records_every_touch_once_on_its_pulse_and_clips_it(tmp
     if summary.get("neural_clock", {}).get("aligned"):
         column = summary["neural_clock"]["column"]
         assert all(r[column] != "" for r in table)
+        # and as they happened: the pose engine's live clock, once locked, within 0.1 ms of the final fit
+        live = [r for r in table if r["live_t_neural_samples"]]
+        assert live and live[-1] is table[-1], "the live clock locks and stays locked"
+        rate = rig.neural_clock.sim.rate_hz
+        diff_us = [abs(float(r["live_t_neural_samples"]) - float(r[column])) / rate * 1e6 for r in live]
+        assert max(diff_us) < 100, diff_us
     # the rule on the knob fired once per touch, on the touch's frame, and saved its clip
     firings = [r for r in rows(out / "firings.csv") if r["rule"] == "touch"]
     assert [int(r["trigger_index"]) for r in firings] == truth
@@ -113,6 +119,8 @@ def check_held_north(rig: Any, pulses: int, inputs: list[dict[str, str]], firing
     assert fired == starts
     live = [int(r["trigger_index"]) for r in firings if r["rule"] == "held_north"]
     assert live, "the live engine fired the rule at least once"
-    # inside an episode, but for the 3D estimate's few mm at the box's edge (a few frames)
-    near = [n for n in live if not both[max(0, n - 5):n + 6].any()]
-    assert not near, f"live firings outside every episode: {near} (episodes start {starts})"
+    # The knob is exact; the snout's 3D estimate is a few mm off, and near the box's edge the
+    # snout may move slowly: a live firing must hold with the box grown by the 3D error's p95+.
+    grown = np.all((snout >= np.subtract(NORTH["min"], 15.0)) & (snout <= np.add(NORTH["max"], 15.0)), axis=1)
+    outside = [n for n in live if not (knob[n] and grown[n])]
+    assert not outside, f"live firings outside every episode: {outside} (episodes start {starts})"
