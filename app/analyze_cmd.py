@@ -70,14 +70,14 @@ def _outputs(sessions: list[str], out: str | None) -> list[Path | None]:
     return [root / n for n in names]
 
 
-def _preflight(args: argparse.Namespace) -> None:
-    """Fail before the work: the libraries the outputs need."""
+def _preflight(args: argparse.Namespace, on_cluster: bool) -> None:
+    """Fail before the work: the libraries the outputs (and a cluster) need."""
     from importlib.util import find_spec
 
     need = [("pandas", "pandas"), ("tables", "tables")]
     if not args.no_nwb:
         need += [("pynwb", "pynwb>=4"), ("ndx_pose", "ndx-pose>=0.4")]
-    if args.workers or args.scheduler:
+    if on_cluster:
         need.append(("distributed", "dask[distributed]"))
     missing = [pip for mod, pip in need if find_spec(mod) is None]
     if missing:
@@ -95,8 +95,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if workers is None and args.scheduler is None and len(args.sessions) > 1:
         workers = min(len(args.sessions), os.cpu_count() or 1)  # several sessions: a local cluster
     on_cluster = bool(args.scheduler) or bool(workers)
-    args.workers = workers if on_cluster else None
-    _preflight(args)
+    _preflight(args, on_cluster)
     cpus = os.cpu_count() or 1
     threads = args.threads or (max(1, cpus // workers) if workers else min(4, cpus))
     settings = AnalyzeSettings(engine=args.engine, model=args.model, device=args.device, threads=threads,

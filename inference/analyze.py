@@ -466,7 +466,7 @@ def open_chunks(plan: SessionPlan, restart: bool = False) -> list[int]:
             raise AnalyzeError(f"{d}: chunks of an analysis with other settings or of another recording "
                                f"(fingerprint {old}, now {plan.fingerprint}); pass --restart to discard them")
     d.mkdir(parents=True, exist_ok=True)
-    _write_atomic(meta, json.dumps({"fingerprint": plan.fingerprint, "chunks": plan.chunks,
+    write_atomic(meta, json.dumps({"fingerprint": plan.fingerprint, "chunks": plan.chunks,
                                     "frame_sets": len(plan.trigger_index),
                                     "settings": asdict(plan.settings)}, indent=1).encode())
     return [i for i in range(plan.chunks) if load_chunk(plan, i) is None]
@@ -522,7 +522,8 @@ def load_chunk(plan: SessionPlan, i: int) -> ChunkResult | None:
     return ChunkResult(index=i, values=values, status=status)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` under a temporary name and rename it: a reader sees it whole or not at all."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
@@ -535,6 +536,36 @@ Progress = Callable[[str, int, int], None]
 """progress(session name, frame sets done, frame sets in all)."""
 
 
+@dataclass
+class SessionStart:
+    """Where a run of one session begins (:func:`start_session`)."""
+
+    skipped: dict[str, Any] | None
+    """The finished analysis's report when there is nothing to do (marked ``skipped``)."""
+    todo: list[int]
+    """The chunks still to pose."""
+    done: int
+    """Frame sets already posed (saved by an earlier run)."""
+
+
+def start_session(plan: SessionPlan, restart: bool = False, progress: Progress | None = None) -> SessionStart:
+    """What a run of ``plan`` has left: nothing when it was analysed with these settings (unless
+    ``restart``), else the chunks not saved yet; reports the frame sets done so far."""
+    finished = None if restart else finished_report(plan)
+    if finished is not None:
+        logger.info("%s: already analysed with these settings (%s); --restart to redo", plan.name, plan.out)
+        return SessionStart({**finished, "skipped": True}, [], len(plan.trigger_index))
+    todo = open_chunks(plan, restart)
+    total = len(plan.trigger_index)
+    done = total - sum(plan.chunk_len(i) for i in todo)
+    if todo and done:
+        logger.info("%s: resuming: %d of %d chunks were done", plan.name, plan.chunks - len(todo),
+                    plan.chunks)
+    if progress:
+        progress(plan.name, done, total)
+    return SessionStart(None, todo, done)
+
+
 def analyze_serial(plans: Sequence[SessionPlan], restart: bool = False,
                    progress: Progress | None = None) -> list[dict[str, Any]]:
     """Analyse sessions one chunk at a time in this process; the sessions' reports."""
@@ -542,20 +573,11 @@ def analyze_serial(plans: Sequence[SessionPlan], restart: bool = False,
 
     reports = []
     for plan in plans:
-        finished = None if restart else finished_report(plan)
-        if finished is not None:
-            logger.info("%s: already analysed with these settings (%s); --restart to redo",
-                        plan.name, plan.out)
-            reports.append({**finished, "skipped": True})
+        start = start_session(plan, restart, progress)
+        if start.skipped is not None:
+            reports.append(start.skipped)
             continue
-        todo = open_chunks(plan, restart)
-        total = len(plan.trigger_index)
-        done = total - sum(plan.chunk_len(i) for i in todo)
-        if todo and done:
-            logger.info("%s: resuming: %d of %d chunks were done", plan.name,
-                        plan.chunks - len(todo), plan.chunks)
-        if progress:
-            progress(plan.name, done, total)
+        todo, done, total = start.todo, start.done, len(plan.trigger_index)
         started = time.perf_counter()
         for i in todo:
             save_chunk(plan, pose_chunk(plan, i))

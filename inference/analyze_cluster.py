@@ -24,10 +24,9 @@ from rigstream.inference.analyze import (
     AnalyzeError,
     Progress,
     SessionPlan,
-    finished_report,
-    open_chunks,
     pose_chunk,
     save_chunk,
+    start_session,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,16 +71,11 @@ def analyze_on_cluster(plans: Sequence[SessionPlan], *, workers: int | None = No
         posing: dict[int, int] = {}
         futures = []
         for p, plan in enumerate(plans):
-            finished = None if restart else finished_report(plan)
-            if finished is not None:
-                logger.info("%s: already analysed with these settings; --restart to redo", plan.name)
-                reports[p] = {**finished, "skipped": True}
+            start = start_session(plan, restart, progress)
+            if start.skipped is not None:
+                reports[p] = start.skipped
                 continue
-            todo = open_chunks(plan, restart)
-            total = len(plan.trigger_index)
-            done[p] = total - sum(plan.chunk_len(i) for i in todo)
-            if progress:
-                progress(plan.name, done[p], total)
+            todo, done[p] = start.todo, start.done
             if not todo:
                 reports[p] = finish_session(plan, resumed_chunks=plan.chunks)
                 continue

@@ -42,6 +42,7 @@ from rigstream.inference.analyze import (
     SessionPlan,
     load_chunk,
     output_settings,
+    write_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,13 +61,6 @@ def load_all(plan: SessionPlan) -> tuple[np.ndarray, np.ndarray]:
         values[rows] = chunk.values
         status[rows] = chunk.status
     return values, status
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    tmp.replace(path)
 
 
 def write_pose2d_table(path: Path, plan: SessionPlan, values: np.ndarray, status: np.ndarray) -> None:
@@ -220,7 +214,7 @@ def finish_session(plan: SessionPlan, posed_s: float = 0.0, posed_sets: int = 0,
         files += [p.name for p in _write_labeled(plan, tables)]
     report["files"] = files
     report["finish_s"] = round(time.perf_counter() - t0, 3)
-    _replace(out / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    write_atomic(out / REPORT_FILE, (json.dumps(report, indent=1) + "\n").encode())
     shutil.rmtree(plan.chunk_dir, ignore_errors=True)
     return report
 
