@@ -107,19 +107,13 @@ class SessionSummary:
         from rigstream.sync.inputs import write_inputs_table
 
         try:
-            path = write_inputs_table(self.out)
+            recorded = write_inputs_table(self.out)
         except InputError as exc:
             logger.warning("inputs: %s", exc)
             return {"error": str(exc)}
-        recorded: dict[str, int] = {cfg.name: 0 for cfg in self.rig.inputs}
-        if path is not None:
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    if row["state"] == "on" and row["input"] in recorded:
-                        recorded[row["input"]] += 1
         counted = trigger.inputs if trigger is not None else {}
-        return {name: {"activations": counted[name].activations if name in counted else None,
-                       "recorded": n} for name, n in recorded.items()}
+        return {cfg.name: {"activations": counted[cfg.name].activations if cfg.name in counted else None,
+                           "recorded": recorded.get(cfg.name, 0)} for cfg in self.rig.inputs}
 
     def _trigger_health(self, data: dict[str, Any]) -> TriggerHealth | None:
         """The trigger daemon's status reply, typed; None for no reply or a malformed one (counted)."""

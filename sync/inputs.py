@@ -40,9 +40,10 @@ class InputsTableError(InputError):
     pass
 
 
-def write_inputs_table(session: str | Path) -> Path | None:
-    """Write ``inputs.csv`` from a session's ``pulses.csv``; None (nothing written) when the
-    session recorded no input edges."""
+def write_inputs_table(session: str | Path) -> dict[str, int]:
+    """Write ``inputs.csv`` from a session's ``pulses.csv``; the activations (``on`` edges)
+    written per input. Nothing is written, and ``{}`` returned, when the session recorded no
+    input edges."""
     folder = Path(session)
     path = folder / "pulses.csv"
     if not path.is_file():
@@ -66,7 +67,7 @@ def write_inputs_table(session: str | Path) -> Path | None:
                 off = name.endswith("-off")
                 edges.append((t, name[:-4] if off else name, index, "off" if off else "on"))
     if not edges:
-        return None
+        return {}
     order = np.argsort(cam_t, kind="stable")
     times = np.asarray(cam_t, np.int64)[order]
     indices = np.asarray(cam_index, np.int64)[order]
@@ -83,7 +84,11 @@ def write_inputs_table(session: str | Path) -> Path | None:
             w.writerow([name, activation, state, t, n, since,
                         *([live.get((name, state, t), "")] if live_column else [])])
     tmp.replace(out)
-    return out
+    activations: dict[str, int] = {}
+    for _, name, _, state in edges:
+        if state == "on":
+            activations[name] = activations.get(name, 0) + 1
+    return activations
 
 
 def _live_times(folder: Path) -> tuple[str | None, dict[tuple[str, str, int], str]]:
