@@ -80,6 +80,22 @@ def _check_times(trigger_index: np.ndarray, t_pi_ns: np.ndarray) -> None:
                              f"{t_pi_ns[i]} at row {i} (trigger {trigger_index[i]})")
 
 
+def _check_rows(series: Any, field: str, coords: str) -> np.ndarray:
+    """A pose series' rows converted and checked in place: ``trigger_index``, ``t_pi_ns`` and its
+    (N, K, 3) ``field`` (``coords`` names the last axis in the message); returns that array."""
+    index = _vector(series.trigger_index, "trigger_index")
+    t = _vector(series.t_pi_ns, "t_pi_ns", index.size)
+    values = np.asarray(getattr(series, field), dtype=np.float64)
+    if values.ndim != 3 or values.shape[0] != index.size or values.shape[2] != 3:
+        raise NwbExportError(f"{field}: expected shape ({index.size}, K, 3) (rows, keypoints, {coords}), "
+                             f"got {values.shape}")
+    _check_times(index, t)
+    object.__setattr__(series, "trigger_index", index)
+    object.__setattr__(series, "t_pi_ns", t)
+    object.__setattr__(series, field, values)
+    return values
+
+
 @dataclass(frozen=True)
 class Pose2DSeries:
     """One camera's 2D pose, one row per posed trigger (frame set), trigger indices increasing."""
@@ -93,16 +109,7 @@ class Pose2DSeries:
     [0, 1]; NaN where not posed."""
 
     def __post_init__(self) -> None:
-        index = _vector(self.trigger_index, "trigger_index")
-        t = _vector(self.t_pi_ns, "t_pi_ns", index.size)
-        values = np.asarray(self.values, dtype=np.float64)
-        if values.ndim != 3 or values.shape[0] != index.size or values.shape[2] != 3:
-            raise NwbExportError(f"values: expected shape ({index.size}, K, 3) (rows, keypoints, x/y/"
-                                 f"likelihood), got {values.shape}")
-        _check_times(index, t)
-        object.__setattr__(self, "trigger_index", index)
-        object.__setattr__(self, "t_pi_ns", t)
-        object.__setattr__(self, "values", values)
+        _check_rows(self, "values", "x/y/likelihood")
 
 
 @dataclass(frozen=True)
@@ -120,22 +127,13 @@ class Pose3DSeries:
     where missing. None: no confidence is written."""
 
     def __post_init__(self) -> None:
-        index = _vector(self.trigger_index, "trigger_index")
-        t = _vector(self.t_pi_ns, "t_pi_ns", index.size)
-        xyz = np.asarray(self.xyz, dtype=np.float64)
-        if xyz.ndim != 3 or xyz.shape[0] != index.size or xyz.shape[2] != 3:
-            raise NwbExportError(f"xyz: expected shape ({index.size}, K, 3) (rows, keypoints, x/y/z mm), "
-                                 f"got {xyz.shape}")
+        xyz = _check_rows(self, "xyz", "x/y/z mm")
         if self.score is not None:
             score = np.asarray(self.score, dtype=np.float64)
             if score.shape != xyz.shape[:2]:
                 raise NwbExportError(f"score: expected shape {xyz.shape[:2]} (rows, keypoints), got "
                                      f"{score.shape}")
             object.__setattr__(self, "score", score)
-        _check_times(index, t)
-        object.__setattr__(self, "trigger_index", index)
-        object.__setattr__(self, "t_pi_ns", t)
-        object.__setattr__(self, "xyz", xyz)
 
 
 # ---------------------------------------------------------------------------------------------
